@@ -1,0 +1,43 @@
+# Thin wrapper over CMake: the README's two commands, and a few more.
+#   make run          install missing packages, build, run the example pipeline
+#   make test         install missing packages, build, run every test (CTest)
+#   make test SANITIZE=1   the same, built with -fsanitize=address,undefined
+#   make bench        the benchmark (W1, W2 against LuaJIT alone)
+BUILD ?= build
+SANITIZE ?= 0
+ifeq ($(SANITIZE),1)
+  BUILD := build-asan
+  CMAKE_FLAGS += -DSLUICE_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+else
+  CMAKE_FLAGS += -DCMAKE_BUILD_TYPE=RelWithDebInfo
+endif
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: all deps build run test bench clean format
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
+
+build: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+run: build
+	@mkdir -p out
+	$(BUILD)/sluice run conf/wordcount.conf
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+bench: build
+	luajit bench/run.lua $(BUILD)/sluice
+
+format:
+	clang-format -i server/*.c server/*.h bindings/*.c spec/c/*.c bench/*.c 2>/dev/null || true
+
+clean:
+	rm -rf build build-asan

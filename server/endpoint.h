@@ -1,0 +1,122 @@
+/* endpoint.h - sources and sinks: the I/O thread's ends of a pipeline.
+ *
+ * A source reads records from outside (file, stdin, tcp, generator) and hands
+ * them to the core with sl_source_emit(); the core batches them, routes the
+ * batches to the channels of the source's downstream instances, and applies
+ * back-pressure by calling the source's `pause` and `resume`. A sink gets
+ * encoded batches through its `write` and writes one line per record.
+ *
+ * Every function here runs on the I/O thread (thread 0), which owns every
+ * source, sink and their libuv handles. Each kind lives in its own file
+ * (source_file.c, sink_tcp.c, ...) and exports one vtable.
+ */
+#ifndef SL_ENDPOINT_H
+#define SL_ENDPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+/* Settings of one source or sink, read from the plan (owned by the plan). */
+typedef struct sl_node_cfg_s {
+  const char *name; /* the declaration's name */
+  const char *kind; /* "file", "stdin", "tcp", "generator", "stdout" */
+  const char *path; /* file: absolute path */
+  int follow;       /* file source: keep reading appended data (no end) */
+  const char *listen;  /* tcp source: "HOST:PORT" */
+  const char *connect; /* tcp sink: "HOST:PORT" */
+  size_t max_line;     /* tcp/stdin/file source: longest line accepted */
+  int64_t count;       /* generator: records, -1 = unbounded */
+  double rate;         /* generator: records per second, 0 = as fast as possible */
+} sl_node_cfg_t;
+
+typedef struct sl_source_s sl_source_t;
+typedef struct sl_sink_s sl_sink_t;
+typedef void (*sl_source_cb)(sl_source_t *s);
+typedef void (*sl_sink_cb)(sl_sink_t *k);
+
+typedef struct sl_source_vt_s {
+  const char *kind;
+  /* Allocates s->impl, opens handles, starts producing. 0 ok; -1 after an
+   * sl_log(ERROR) line saying why (the pipeline then fails to start). */
+  int (*start)(sl_source_t *s);
+  /* Back-pressure: stop reading until resume (idempotent). */
+  void (*pause)(sl_source_t *s);
+  void (*resume)(sl_source_t *s);
+  /* Stop for good (SIGINT/SIGTERM). The source must call
+   * sl_source_end(s, 0) unless it already ended. */
+  void (*stop)(sl_source_t *s);
+  /* After end: close every handle, free impl, then call done(s). */
+  void (*close)(sl_source_t *s, sl_source_cb done);
+} sl_source_vt_t;
+
+typedef struct sl_sink_vt_s {
+  const char *kind;
+  int (*start)(sl_sink_t *k); /* as for sources */
+  /* One encoded batch (codec.h): write a line per record. The sink may
+   * buffer. When it holds more than its limit it sets k->busy = 1, and
+   * later calls sl_sink_ready(k) when it can take more. 0 ok, -1 malformed
+   * batch (counted by the core as an error; the sink carries on). */
+  int (*write)(sl_sink_t *k, const uint8_t *data, size_t len);
+  /* Push buffered lines out; called at least every 100 ms. */
+  void (*flush)(sl_sink_t *k);
+  /* Every input ended: flush everything, then call done(k). */
+  void (*finish)(sl_sink_t *k, sl_sink_cb done);
+  /* Close every handle, free impl, then call done(k). */
+  void (*close)(sl_sink_t *k, sl_sink_cb done);
+} sl_sink_vt_t;
+
+struct sl_source_s {
+  const sl_source_vt_t *vt;
+  const sl_node_cfg_t *cfg;
+  uv_loop_t *loop;
+  void *impl;      /* the kind's own state */
+  void *core;      /* the core's routing state (source.c) */
+  int paused;      /* set by the core around pause/resume */
+  int ended;       /* set by sl_source_end */
+  uint64_t records_out, errors;
+};
+
+struct sl_sink_s {
+  const sl_sink_vt_t *vt;
+  const sl_node_cfg_t *cfg;
+  uv_loop_t *loop;
+  void *impl;
+  void *core;
+  int busy; /* set by the sink when full; cleared by sl_sink_ready */
+  uint64_t records_in, errors;
+};
+
+/* ---- calls a source makes into the core (server/source.c) ---- */
+
+/* One record: a line without its newline, stamped time_ms. May push a full
+ * batch. 0 ok, -1 OOM (logged). A source should check s->paused after each
+ * read callback, and stop reading while it is set. */
+int sl_source_emit(sl_source_t *s, const char *line, size_t n, double time_ms);
+/* Pushes the pending batch now (call at the end of every read callback). */
+void sl_source_flush(sl_source_t *s);
+/* No more records (closing = 1: input ended; 0: stopped). Flushes. */
+void sl_source_end(sl_source_t *s, int closing);
+/* A rejected input (e.g. an oversized line): counted and logged. */
+void sl_source_reject(sl_source_t *s, const char *why);
+
+/* ---- calls a sink makes into the core (server/sink.c) ---- */
+
+/* The sink can take batches again (clears k->busy). */
+void sl_sink_ready(sl_sink_t *k);
+/* A fatal sink error (e.g. cannot open its file): the pipeline fails. */
+void sl_sink_fail(sl_sink_t *k, const char *why);
+
+/* ---- the kinds ---- */
+extern const sl_source_vt_t sl_source_file_vt;
+extern const sl_source_vt_t sl_source_stdin_vt;
+extern const sl_source_vt_t sl_source_tcp_vt;
+extern const sl_source_vt_t sl_source_generator_vt;
+extern const sl_sink_vt_t sl_sink_stdout_vt;
+extern const sl_sink_vt_t sl_sink_file_vt;
+extern const sl_sink_vt_t sl_sink_tcp_vt;
+
+/* Parses "HOST:PORT" (IPv4 or [IPv6]) into addr. 0 ok, -1 bad. */
+int sl_endpoint_parse_addr(const char *hostport, struct sockaddr_storage *addr);
+
+#endif
