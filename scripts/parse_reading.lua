@@ -14,7 +14,7 @@ function op.process(ctx, line)
   if not v then
     error("value is not a number: " .. raw)
   end
-  ctx:emit(format("%s %.1f %s", sensor, v, ctx.params.unit or ""), sensor, ctx.time)
+  ctx:emit(format("%s %.2f %s", sensor, v, ctx.params.unit or ""), sensor, ctx.time)
 end
 
 return op
