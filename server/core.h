@@ -1,0 +1,86 @@
+/* core.h - the running pipeline, shared by the files of the core.
+ *
+ * sl_core_t holds everything a running pipeline owns: the plan, the
+ * channels, per-instance bookkeeping, the workers, the sources and sinks,
+ * and the I/O thread's libuv loop and handles. It is created and destroyed
+ * by pipeline.c on the main thread, which is also the I/O thread.
+ *
+ * Who touches what:
+ *   - plan: read-only, every thread.
+ *   - chans[c]: its producer thread pushes/drains, its consumer thread pops.
+ *   - insts[g]: only the thread that hosts instance g (plan->insts[g].thread).
+ *   - live, exit_code: atomics, any thread.
+ *   - everything else: the I/O thread.
+ */
+#ifndef SL_CORE_H
+#define SL_CORE_H
+
+#include "channel.h"
+#include "endpoint.h"
+#include "plan.h"
+
+#include <stdatomic.h>
+#include <uv.h>
+
+typedef struct sl_worker_s sl_worker_t;
+
+/* Per-instance state, owned by the instance's thread. */
+typedef struct sl_inst_rt_s {
+  int open_inputs; /* END markers still to come */
+  int closing;     /* every END so far said the input ended */
+  int ended;
+  sl_source_t *source; /* thread 0 instances */
+  sl_sink_t *sink;
+  uint64_t records_in, records_out, batches_in;
+} sl_inst_rt_t;
+
+typedef struct sl_core_s {
+  sl_plan_t *plan;
+  sl_channel_t *chans;
+  sl_inst_rt_t *insts;
+  sl_worker_t **workers; /* [1..workers]; [0] unused */
+  uv_loop_t loop;        /* the I/O thread's */
+  uv_async_t wake;
+  uv_idle_t idle;
+  uv_signal_t sigint, sigterm;
+  uv_timer_t flush_timer, deadline;
+  sl_source_t *sources; /* one per source node, by gid order */
+  sl_sink_t *sinks;
+  int n_sources, n_sinks;
+  void *source_cores, *sink_cores; /* source.c's and sink.c's own state */
+  atomic_int live;      /* operator instances + sinks not yet finished */
+  atomic_int exit_code; /* first failure wins; 0 = none */
+  int stopping;         /* a signal asked us to stop */
+  int shutting_down;    /* handles are being closed */
+  int started_workers;
+} sl_core_t;
+
+/* The wake handle of thread t (0 = I/O). */
+uv_async_t *sl_core_wake_of(sl_core_t *c, int thread);
+/* Records a failure (first code wins) and wakes the I/O thread. Any thread. */
+void sl_core_fail(sl_core_t *c, int code);
+/* An operator instance or a sink finished. Any thread. */
+void sl_core_done(sl_core_t *c);
+/* Pushes a copy of bytes on channel cid as a new batch. 0 ok, -1 OOM. */
+int sl_core_send(sl_core_t *c, int cid, uint32_t kind, const void *data,
+                 size_t len, uint32_t nrec, uint32_t closing);
+/* Is any channel that instance gid's output can reach parked in overflow? */
+int sl_core_blocked(sl_core_t *c, int gid);
+/* Producer side: drains the overflow of every out channel of gid. */
+void sl_core_drain(sl_core_t *c, int gid);
+
+/* ---- source.c: the core side of sources (I/O thread) ---- */
+int sl_core_sources_create(sl_core_t *c);
+void sl_core_sources_pump(sl_core_t *c); /* drain overflows, resume */
+void sl_core_sources_stop(sl_core_t *c);
+void sl_core_sources_close(sl_core_t *c); /* starts closing handles */
+void sl_core_sources_free(sl_core_t *c);  /* after the loop ended */
+
+/* ---- sink.c: the core side of sinks (I/O thread) ---- */
+int sl_core_sinks_create(sl_core_t *c);
+int sl_core_sinks_pump(sl_core_t *c); /* 1 if it did work */
+void sl_core_sinks_flush(sl_core_t *c);
+void sl_core_sinks_close(sl_core_t *c);
+void sl_core_sinks_free(sl_core_t *c);
+
+#endif

@@ -1,0 +1,98 @@
+/* main.c - the `sluice` command: parses the command line, calls the library.
+ *
+ *   sluice run PIPELINE.conf [--workers N] [--log-level LEVEL]
+ *   sluice check PIPELINE.conf
+ *   sluice test [SPEC...]
+ *   sluice version
+ */
+#include "log.h"
+#include "luastate.h"
+#include "sluice.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int usage(void) {
+  fprintf(stderr,
+          "usage: sluice run PIPELINE.conf [--workers N] [--log-level LEVEL]\n"
+          "       sluice check PIPELINE.conf\n"
+          "       sluice test [SPEC...]\n"
+          "       sluice version\n");
+  return SL_EXIT_CONF;
+}
+
+/* Parses the flags after the conf path; -1 on a bad one. */
+static int parse_flags(int argc, char **argv, sl_options_t *o) {
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i];
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(a, "--workers") && v) {
+      char *end;
+      long n = strtol(v, &end, 10);
+      if (*end || n < 1 || n > 1024) {
+        fprintf(stderr, "sluice: --workers wants a number from 1 to 1024\n");
+        return -1;
+      }
+      o->workers = (int)n;
+      i++;
+    } else if (!strcmp(a, "--log-level") && v) {
+      int l = sl_log_level_from_name(v);
+      if (l < 0) {
+        fprintf(stderr, "sluice: --log-level: debug, info, warn or error\n");
+        return -1;
+      }
+      sl_log_set_level(l);
+      i++;
+    } else {
+      fprintf(stderr, "sluice: unknown option '%s'\n", a);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* `sluice test`: Busted under LuaJIT with the harness on the path. */
+static int run_tests(int argc, char **argv) {
+  const char *dir = sl_lua_dir();
+  const char *old_path = getenv("LUA_PATH");
+  const char *old_cpath = getenv("LUA_CPATH");
+  size_t n = strlen(dir) * 2 + (old_path ? strlen(old_path) : 0) + 64;
+  char *path = malloc(n), *cpath = malloc(n);
+  char **args = calloc((size_t)argc + 3, sizeof *args);
+  if (!path || !cpath || !args) {
+    fprintf(stderr, "sluice: out of memory\n");
+    return SL_EXIT_RUNTIME;
+  }
+  snprintf(path, n, "%s/?.lua;%s/?/init.lua;%s", dir, dir,
+           old_path ? old_path : ";");
+  snprintf(cpath, n, "%s/?.so;%s", dir, old_cpath ? old_cpath : ";");
+  setenv("LUA_PATH", path, 1);
+  setenv("LUA_CPATH", cpath, 1);
+  args[0] = "busted";
+  args[1] = "--lua=luajit";
+  for (int i = 0; i < argc; i++)
+    args[i + 2] = argv[i];
+  execvp("busted", args);
+  perror("sluice: cannot run busted (apt-get install lua-busted)");
+  return SL_EXIT_RUNTIME;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2)
+    return usage();
+  const char *cmd = argv[1];
+  if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+    printf("sluice %s\n", sl_version());
+    return SL_EXIT_OK;
+  }
+  if (!strcmp(cmd, "test"))
+    return run_tests(argc - 2, argv + 2);
+  if ((strcmp(cmd, "run") && strcmp(cmd, "check")) || argc < 3)
+    return usage();
+  sl_options_t o = {.conf_path = argv[2], .workers = 0};
+  if (parse_flags(argc - 3, argv + 3, &o))
+    return usage();
+  return !strcmp(cmd, "run") ? sl_run(&o) : sl_check(&o);
+}

@@ -1,0 +1,153 @@
+/* sink.c - the core's side of sinks (I/O thread only).
+ *
+ * Pops batches from the channels into each sink while the sink is not busy
+ * (a busy sink is back-pressure: its channels fill, and the instances that
+ * feed them stop), counts END markers, and when every input has ended asks
+ * the sink to finish; a finished sink counts as done for the pipeline.
+ */
+#include "core.h"
+#include "log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define SL_SINK_BATCHES_PER_TURN 16
+
+typedef struct sl_sink_core_s {
+  sl_core_t *c;
+  int gid;
+  int started, finishing;
+} sl_sink_core_t;
+
+static const sl_sink_vt_t *vt_of(const char *kind) {
+  if (!kind)
+    return NULL;
+  if (!strcmp(kind, "stdout"))
+    return &sl_sink_stdout_vt;
+  if (!strcmp(kind, "file"))
+    return &sl_sink_file_vt;
+  if (!strcmp(kind, "tcp"))
+    return &sl_sink_tcp_vt;
+  return NULL;
+}
+
+void sl_sink_ready(sl_sink_t *k) {
+  sl_sink_core_t *kc = k->core;
+  k->busy = 0;
+  uv_async_send(&kc->c->wake);
+}
+
+void sl_sink_fail(sl_sink_t *k, const char *why) {
+  sl_sink_core_t *kc = k->core;
+  k->errors++;
+  sl_log(SL_LOG_ERROR, "sink", "'%s': %s", k->cfg->name, why);
+  sl_core_fail(kc->c, 3);
+}
+
+static void finished(sl_sink_t *k) {
+  sl_sink_core_t *kc = k->core;
+  sl_core_done(kc->c);
+}
+
+static void handle(sl_sink_t *k, sl_batch_t *b) {
+  sl_sink_core_t *kc = k->core;
+  sl_inst_rt_t *rt = &kc->c->insts[kc->gid];
+  if (b->kind == SL_BATCH_DATA) {
+    rt->records_in += b->nrec;
+    k->records_in += b->nrec;
+    if (k->vt->write(k, b->data, b->len)) {
+      k->errors++;
+      sl_log(SL_LOG_ERROR, "sink", "'%s': malformed batch dropped",
+             k->cfg->name);
+    }
+  } else if (--rt->open_inputs == 0 && !kc->finishing) {
+    kc->finishing = 1;
+    k->vt->finish(k, finished);
+  }
+  sl_batch_destroy(b);
+}
+
+/* Feeds one sink; 1 if it took anything. */
+static int feed(sl_core_t *c, sl_sink_t *k) {
+  sl_sink_core_t *kc = k->core;
+  const sl_plan_inst_t *pi = &c->plan->insts[kc->gid];
+  int work = 0;
+  for (int i = 0; i < pi->n_in_ch; i++) {
+    sl_channel_t *ch = &c->chans[pi->in_ch[i]];
+    for (int n = 0; n < SL_SINK_BATCHES_PER_TURN && !k->busy; n++) {
+      sl_batch_t *b = sl_channel_pop(ch);
+      if (!b)
+        break;
+      work = 1;
+      handle(k, b);
+    }
+  }
+  return work;
+}
+
+int sl_core_sinks_create(sl_core_t *c) {
+  const sl_plan_t *p = c->plan;
+  int n = 0;
+  for (int i = 0; i < p->n_nodes; i++)
+    n += p->nodes[i].type == SL_NODE_SINK;
+  c->sinks = calloc((size_t)n + 1, sizeof *c->sinks);
+  sl_sink_core_t *cores = calloc((size_t)n + 1, sizeof *cores);
+  if (!c->sinks || !cores) {
+    free(cores);
+    return -1;
+  }
+  c->sink_cores = cores;
+  for (int i = 0; i < p->n_nodes; i++) {
+    const sl_plan_node_t *node = &p->nodes[i];
+    if (node->type != SL_NODE_SINK)
+      continue;
+    sl_sink_t *k = &c->sinks[c->n_sinks];
+    sl_sink_core_t *kc = &cores[c->n_sinks++];
+    kc->c = c;
+    kc->gid = node->first_gid;
+    k->vt = vt_of(node->cfg.kind);
+    k->cfg = &node->cfg;
+    k->loop = &c->loop;
+    k->core = kc;
+    c->insts[kc->gid].sink = k;
+    if (!k->vt || k->vt->start(k))
+      return -1;
+    kc->started = 1;
+  }
+  return 0;
+}
+
+int sl_core_sinks_pump(sl_core_t *c) {
+  int work = 0;
+  for (int i = 0; i < c->n_sinks; i++)
+    if (!c->sinks[i].busy)
+      work |= feed(c, &c->sinks[i]);
+  return work;
+}
+
+void sl_core_sinks_flush(sl_core_t *c) {
+  for (int i = 0; i < c->n_sinks; i++)
+    if (((sl_sink_core_t *)c->sinks[i].core)->started)
+      c->sinks[i].vt->flush(&c->sinks[i]);
+}
+
+static void closed(sl_sink_t *k) {
+  (void)k;
+}
+
+void sl_core_sinks_close(sl_core_t *c) {
+  for (int i = 0; i < c->n_sinks; i++) {
+    sl_sink_core_t *kc = c->sinks[i].core;
+    if (kc->started)
+      c->sinks[i].vt->close(&c->sinks[i], closed);
+    kc->started = 0;
+  }
+}
+
+void sl_core_sinks_free(sl_core_t *c) {
+  free(c->sink_cores);
+  c->sink_cores = NULL;
+  free(c->sinks);
+  c->sinks = NULL;
+  c->n_sinks = 0;
+}

@@ -1,0 +1,338 @@
+/* worker.c - a worker thread (see worker.h).
+ *
+ * The loop: an async handle (wake) that other threads signal when a channel
+ * into this worker has data, or a channel out of it has room; an idle handle
+ * that keeps pumping while there is work; a timer for the scripts' earliest
+ * processing-time timer. One pump visits every hosted instance that is not
+ * blocked (its output can take more) and hands it a few batches. Lua is
+ * entered once per batch (on_batch), never per record; the Lua side calls
+ * back through the FFI (luaapi.h) to push its output batches.
+ */
+#include "worker.h"
+
+#include "log.h"
+#include "luaapi.h"
+#include "luastate.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SL_BATCHES_PER_TURN 8
+
+struct sl_worker_s {
+  sl_core_t *core;
+  int thread;
+  uv_thread_t tid;
+  uv_loop_t loop;
+  uv_async_t wake;
+  uv_idle_t idle;
+  uv_timer_t timer;
+  double timer_due; /* armed for this wall-clock ms, or -1 */
+  atomic_int quit;
+  lua_State *L;
+  int fn_batch, fn_end, fn_timer; /* registry refs */
+  sl_lua_api_t api;
+  int *hosted, n_hosted, next; /* instance gids, round-robin cursor */
+  int idling, started, loop_ready;
+};
+
+/* Lua run once per worker: builds the instances and opens them. */
+static const char *boot_lua =
+    "local blob, thread, api = ...\n"
+    "local rt = require('sluice.runtime')\n"
+    "local plan = require('sluice.conf').decode_plan(blob)\n"
+    "local w = rt.new_worker(plan, thread, rt.ffi_port(api))\n"
+    "local ok, err = w:open()\n"
+    "if not ok then error(err, 0) end\n"
+    "return function(g, p, n, r) return w:on_batch(g, p, n, r) end,\n"
+    "  function(g, c) return w:on_end(g, c) end,\n"
+    "  function(now) return w:on_timer(now) end\n";
+
+/* ---- the FFI surface (luaapi.h), called from this worker's Lua ---- */
+
+static void api_push(void *ctx, int32_t cid, const uint8_t *data, size_t len,
+                     uint32_t nrec) {
+  sl_worker_t *w = ctx;
+  sl_core_t *c = w->core;
+  if (cid < 0 || cid >= c->plan->n_chans) {
+    sl_log(SL_LOG_ERROR, "worker", "push to unknown channel %d", (int)cid);
+    return;
+  }
+  if (sl_core_send(c, cid, SL_BATCH_DATA, data, len, nrec, 0)) {
+    sl_log(SL_LOG_ERROR, "worker", "out of memory sending a batch");
+    sl_core_fail(c, 3);
+    return;
+  }
+  c->insts[c->plan->chans[cid].from].records_out += nrec;
+}
+
+static void api_log(int level, const char *component, const char *msg) {
+  sl_log(level, component, "%s", msg);
+}
+
+static void api_fail(void *ctx, int code, const char *msg) {
+  sl_worker_t *w = ctx;
+  sl_log(SL_LOG_ERROR, "worker", "stopping the pipeline: %s", msg);
+  sl_core_fail(w->core, code);
+}
+
+/* ---- calling into Lua ---- */
+
+static double call_lua(sl_worker_t *w, int fn, int nargs) {
+  lua_State *L = w->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, fn);
+  lua_insert(L, -nargs - 1);
+  if (lua_pcall(L, nargs, 1, 0)) {
+    sl_log(SL_LOG_ERROR, "worker", "runtime error: %s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    sl_core_fail(w->core, 3);
+    return -1;
+  }
+  double next = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : -1;
+  lua_pop(L, 1);
+  return next;
+}
+
+static void on_timer(uv_timer_t *t);
+
+/* Arms the timer for the scripts' next due time (ms since the epoch). */
+static void arm_timer(sl_worker_t *w, double due) {
+  if (due < 0 || (w->timer_due >= 0 && w->timer_due <= due))
+    return;
+  double now = sl_now_ms();
+  uint64_t delay = due > now ? (uint64_t)(due - now) : 0;
+  w->timer_due = due;
+  uv_timer_start(&w->timer, on_timer, delay, 0);
+}
+
+static void on_timer(uv_timer_t *t) {
+  sl_worker_t *w = t->data;
+  w->timer_due = -1;
+  lua_pushnumber(w->L, sl_now_ms());
+  arm_timer(w, call_lua(w, w->fn_timer, 1));
+}
+
+/* ---- instances ---- */
+
+static void end_instance(sl_worker_t *w, int gid);
+
+static void end_input(sl_worker_t *w, int gid, int closing) {
+  sl_inst_rt_t *rt = &w->core->insts[gid];
+  if (!closing)
+    rt->closing = 0;
+  if (--rt->open_inputs == 0)
+    end_instance(w, gid);
+}
+
+/* All inputs ended: close (if the input ended), forward END, chained next. */
+static void end_instance(sl_worker_t *w, int gid) {
+  sl_core_t *c = w->core;
+  sl_inst_rt_t *rt = &c->insts[gid];
+  const sl_plan_inst_t *pi = &c->plan->insts[gid];
+  rt->ended = 1;
+  lua_pushinteger(w->L, gid);
+  lua_pushboolean(w->L, rt->closing);
+  arm_timer(w, call_lua(w, w->fn_end, 2));
+  for (int i = 0; i < pi->n_out_ch; i++)
+    if (sl_core_send(c, pi->out_ch[i], SL_BATCH_END, NULL, 0, 0, rt->closing))
+      sl_core_fail(c, 3);
+  sl_core_done(c);
+  for (int i = 0; i < pi->n_chained_to; i++)
+    end_input(w, pi->chained_to[i], rt->closing);
+}
+
+static void handle_batch(sl_worker_t *w, int gid, sl_batch_t *b) {
+  sl_inst_rt_t *rt = &w->core->insts[gid];
+  if (b->kind == SL_BATCH_END) {
+    end_input(w, gid, (int)b->closing);
+  } else if (!rt->ended && !atomic_load(&w->core->exit_code)) {
+    rt->records_in += b->nrec;
+    rt->batches_in++;
+    lua_pushinteger(w->L, gid);
+    lua_pushlightuserdata(w->L, b->data);
+    lua_pushinteger(w->L, (lua_Integer)b->len);
+    lua_pushinteger(w->L, b->nrec);
+    arm_timer(w, call_lua(w, w->fn_batch, 4));
+  }
+  sl_batch_destroy(b);
+}
+
+/* Feeds instance gid a few batches per input channel; 1 if any. */
+static int feed(sl_worker_t *w, int gid) {
+  sl_core_t *c = w->core;
+  const sl_plan_inst_t *pi = &c->plan->insts[gid];
+  int work = 0;
+  for (int i = 0; i < pi->n_in_ch; i++) {
+    sl_channel_t *ch = &c->chans[pi->in_ch[i]];
+    for (int k = 0; k < SL_BATCHES_PER_TURN; k++) {
+      if (sl_core_blocked(c, gid))
+        return work;
+      sl_batch_t *b = sl_channel_pop(ch);
+      if (!b)
+        break;
+      work = 1;
+      handle_batch(w, gid, b);
+    }
+  }
+  return work;
+}
+
+static int pump(sl_worker_t *w) {
+  int work = 0;
+  for (int i = 0; i < w->n_hosted; i++)
+    sl_core_drain(w->core, w->hosted[i]);
+  for (int i = 0; i < w->n_hosted; i++) {
+    int gid = w->hosted[(w->next + i) % w->n_hosted];
+    work |= feed(w, gid);
+  }
+  w->next = w->n_hosted ? (w->next + 1) % w->n_hosted : 0;
+  return work;
+}
+
+/* ---- the loop ---- */
+
+static void close_all(sl_worker_t *w) {
+  uv_close((uv_handle_t *)&w->idle, NULL);
+  uv_close((uv_handle_t *)&w->timer, NULL);
+  uv_close((uv_handle_t *)&w->wake, NULL);
+}
+
+static void on_idle(uv_idle_t *h) {
+  sl_worker_t *w = h->data;
+  if (!pump(w)) {
+    uv_idle_stop(&w->idle);
+    w->idling = 0;
+  }
+}
+
+static void on_wake(uv_async_t *h) {
+  sl_worker_t *w = h->data;
+  if (atomic_load(&w->quit)) {
+    close_all(w);
+    return;
+  }
+  if (!w->idling) {
+    w->idling = 1;
+    uv_idle_start(&w->idle, on_idle);
+  }
+}
+
+static void thread_main(void *arg) {
+  sl_worker_t *w = arg;
+  w->idling = 1;
+  uv_idle_start(&w->idle, on_idle);
+  uv_run(&w->loop, UV_RUN_DEFAULT);
+}
+
+/* ---- life cycle ---- */
+
+static int collect_hosted(sl_worker_t *w) {
+  const sl_plan_t *p = w->core->plan;
+  w->hosted = calloc((size_t)p->n_insts + 1, sizeof(int));
+  if (!w->hosted)
+    return -1;
+  for (int g = 0; g < p->n_insts; g++)
+    if (p->insts[g].thread == w->thread)
+      w->hosted[w->n_hosted++] = g;
+  return 0;
+}
+
+static int init_loop(sl_worker_t *w) {
+  if (uv_loop_init(&w->loop))
+    return -1;
+  w->loop_ready = 1;
+  uv_async_init(&w->loop, &w->wake, on_wake);
+  uv_idle_init(&w->loop, &w->idle);
+  uv_timer_init(&w->loop, &w->timer);
+  w->wake.data = w->idle.data = w->timer.data = w;
+  return 0;
+}
+
+static int boot(sl_worker_t *w, char **err) {
+  lua_State *L = w->L;
+  const sl_plan_t *p = w->core->plan;
+  if (luaL_loadbuffer(L, boot_lua, strlen(boot_lua), "=worker")) {
+    *err = strdup(lua_tostring(L, -1));
+    return -1;
+  }
+  lua_pushlstring(L, p->blob, p->blob_len);
+  lua_pushinteger(L, w->thread);
+  lua_pushlightuserdata(L, &w->api);
+  if (lua_pcall(L, 3, 3, 0)) {
+    *err = strdup(lua_tostring(L, -1));
+    return -1;
+  }
+  w->fn_timer = luaL_ref(L, LUA_REGISTRYINDEX);
+  w->fn_end = luaL_ref(L, LUA_REGISTRYINDEX);
+  w->fn_batch = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+sl_worker_t *sl_worker_create(sl_core_t *c, int thread, char **err) {
+  *err = NULL;
+  sl_worker_t *w = calloc(1, sizeof *w);
+  if (!w) {
+    *err = strdup("out of memory");
+    return NULL;
+  }
+  w->core = c;
+  w->thread = thread;
+  w->timer_due = -1;
+  atomic_init(&w->quit, 0);
+  w->api = (sl_lua_api_t){.ctx = w,
+                          .push = api_push,
+                          .hash = sl_hash_bytes,
+                          .log = api_log,
+                          .fail = api_fail,
+                          .now_ms = sl_now_ms};
+  w->L = sl_lua_create();
+  if (!w->L || collect_hosted(w) || init_loop(w)) {
+    *err = strdup("out of memory creating a worker");
+    sl_worker_destroy(w);
+    return NULL;
+  }
+  if (boot(w, err)) {
+    sl_worker_destroy(w);
+    return NULL;
+  }
+  return w;
+}
+
+int sl_worker_start(sl_worker_t *w) {
+  if (uv_thread_create(&w->tid, thread_main, w))
+    return -1;
+  w->started = 1;
+  return 0;
+}
+
+void sl_worker_stop(sl_worker_t *w) {
+  atomic_store(&w->quit, 1);
+  uv_async_send(&w->wake);
+}
+
+void sl_worker_join(sl_worker_t *w) {
+  if (w->started)
+    uv_thread_join(&w->tid);
+  w->started = 0;
+}
+
+void sl_worker_destroy(sl_worker_t *w) {
+  if (!w)
+    return;
+  if (w->loop_ready) {
+    if (!uv_is_closing((uv_handle_t *)&w->wake))
+      close_all(w);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&w->loop);
+  }
+  if (w->L)
+    lua_close(w->L);
+  free(w->hosted);
+  free(w);
+}
+
+uv_async_t *sl_worker_wake(sl_worker_t *w) {
+  return &w->wake;
+}
