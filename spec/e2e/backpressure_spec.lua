@@ -124,6 +124,7 @@ sink     "out" { kind = "tcp", connect = "127.0.0.1:%d", from = "op" }
     local msg = ("consumed %.1f MB, producer sent %.1f MB (%.1f MB at 6 s), RSS samples (kB): %s"):format(
       consumed / 1e6, sent_end / 1e6, (sent_at_6 or 0) / 1e6, table.concat(samples, " "))
 
+    if os.getenv("SLUICE_E2E_VERBOSE") then io.stderr:write("back-pressure: ", msg, "\n") end
     assert.is_true(consumed > 0, "nothing reached the slow reader; " .. msg)
     assert.are.equal(100, #(first:match("^[^\n]*\n") or ""), "first line: " .. first:sub(1, 120))
     assert.is_true(#samples >= 10, msg)
