@@ -221,6 +221,16 @@ end)
       assert.is_truthy(out:find("1 success", 1, true), out)
     end)
 
+    it("with no SPEC runs the folder's spec/ directory", function()
+      proc.write_tree(dir, {
+        ["user/scripts/double.lua"] = DOUBLE,
+        ["user/spec/double_spec.lua"] = user_spec(42),
+      })
+      local code, out, err = proc.run({ proc.bin(), "test" }, 60, { cwd = dir .. "/user", env = ENV })
+      assert.are.equal(0, code, "exit code; output:\n" .. out .. err)
+      assert.is_truthy(out:find("1 success", 1, true), out)
+    end)
+
     it("a failing user spec makes it exit non-zero", function()
       proc.write_tree(dir, {
         ["user/scripts/double.lua"] = DOUBLE,

@@ -66,6 +66,30 @@ sink   "out" { kind = "file", path = "out.txt", from = "in" }
     assert.are.same(proc.sorted(want), proc.sorted(proc.file_lines(dir .. "/out.txt")))
   end)
 
+  it("a line reaches the file sink within 1 s (sinks flush every 100 ms); the log names at_most_once", function()
+    local port = proc.free_port()
+    local pid = start(([[
+source "in"  { kind = "tcp", listen = "127.0.0.1:%d" }
+sink   "out" { kind = "file", path = "out.txt", from = "in" }
+]]):format(port))
+    local c = client(port, pid)
+    -- the first line, then one more after the server surely runs
+    assert(proc.send_all(c, "first\n"))
+    assert.is_truthy(proc.wait_for(function() return #proc.file_lines(dir .. "/out.txt") >= 1 end, 10, 0.02))
+    local t0 = proc.now()
+    assert(proc.send_all(c, "second\n"))
+    local ok = proc.wait_for(function() return #proc.file_lines(dir .. "/out.txt") >= 2 end, 5, 0.01)
+    local dt = proc.now() - t0
+    assert.is_truthy(ok, "the second line did not reach the file within 5 s")
+    assert.is_true(dt < 1, ("the line took %.2f s to reach the file"):format(dt))
+    -- the client stays connected; the server keeps running
+    assert.is_nil(proc.poll(pid))
+    assert.are.equal(0, proc.stop(pid, "TERM", 5))
+    assert.are.same({ "first", "second" }, proc.file_lines(dir .. "/out.txt"))
+    assert.is_truthy(stderr_of():find("at_most_once", 1, true),
+      "run logs the guarantee in force (a socket gives at_most_once):\n" .. proc.tail(stderr_of()))
+  end)
+
   it("rejects an oversized line, logs it, keeps the other lines and stays up", function()
     local port = proc.free_port()
     local pid = start(([[
