@@ -41,10 +41,14 @@ static void wake(uv_async_t *a) {
 int sl_channel_drain(sl_channel_t *c) {
   int moved = 0;
   for (int attempt = 0; attempt < 2; attempt++) {
-    while (c->ovf_head && sl_ring_push(c->ring, c->ovf_head) == 0) {
-      sl_batch_t *b = c->ovf_head;
-      c->ovf_head = b->next;
-      b->next = NULL;
+    while (c->ovf_head) {
+      sl_batch_t *b = c->ovf_head, *next = b->next;
+      b->next = NULL; /* once pushed, b belongs to the consumer */
+      if (sl_ring_push(c->ring, b)) {
+        b->next = next;
+        break;
+      }
+      c->ovf_head = next;
       moved = 1;
     }
     if (!c->ovf_head) {

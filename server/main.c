@@ -9,6 +9,8 @@
 #include "luastate.h"
 #include "sluice.h"
 
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,7 +81,17 @@ static int run_tests(int argc, char **argv) {
   return SL_EXIT_RUNTIME;
 }
 
+/* A write to a closed pipe or socket must be an error, not a death; and
+ * fds 0-2 must be taken, or libuv's own fds would land on them. */
+static void prepare_process(void) {
+  signal(SIGPIPE, SIG_IGN);
+  for (int fd = 0; fd <= 2; fd++)
+    if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", O_RDWR) < 0)
+      return;
+}
+
 int main(int argc, char **argv) {
+  prepare_process();
   if (argc < 2)
     return usage();
   const char *cmd = argv[1];

@@ -74,6 +74,29 @@ static int *get_ints(lua_State *L, const char *k, int base, int *n, int *oom) {
   return v;
 }
 
+/* A forward edge has one channel, at the sender's own index (or none when
+ * it is chained). */
+static int *get_forward(lua_State *L, int index, int *n, int *oom) {
+  *n = 0;
+  lua_getfield(L, -1, "channels");
+  int *v = NULL;
+  if (lua_istable(L, -1)) {
+    lua_rawgeti(L, -1, index);
+    if (lua_isnumber(L, -1)) {
+      v = malloc(sizeof *v);
+      if (!v)
+        *oom = 1;
+      else {
+        v[0] = (int)lua_tointeger(L, -1);
+        *n = 1;
+      }
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
 static int grouping_of(const char *g) {
   if (!g || !strcmp(g, "shuffle"))
     return SL_GROUP_SHUFFLE;
@@ -121,7 +144,10 @@ static void read_outs(lua_State *L, sl_plan_inst_t *in, int *oom) {
     char *g = get_str(L, "grouping", oom);
     in->outs[i].grouping = grouping_of(g);
     free(g);
-    in->outs[i].ch = get_ints(L, "channels", 0, &in->outs[i].n_ch, oom);
+    if (in->outs[i].grouping == SL_GROUP_FORWARD)
+      in->outs[i].ch = get_forward(L, in->index, &in->outs[i].n_ch, oom);
+    else
+      in->outs[i].ch = get_ints(L, "channels", 0, &in->outs[i].n_ch, oom);
     lua_pop(L, 1);
   }
   in->n_outs = in->outs ? n : 0;
