@@ -1,0 +1,103 @@
+/* log.c - one line per event on stderr (see log.h), and the wall clock.
+ *
+ * Owns the process-wide level threshold (written once at start-up, read by
+ * every thread). Any thread may log: each line is formatted on the caller's
+ * stack and written to fd 2 with a single write(2), so lines from different
+ * threads never interleave. Format:
+ *   2026-11-24T11:30:00.123Z INFO component: message
+ * Messages are truncated to fit SL_LOG_LINE_MAX bytes; CR and LF inside a
+ * message become spaces so that one event is one line.
+ */
+#ifndef _GNU_SOURCE
+#define _POSIX_C_SOURCE 200809L /* clock_gettime, gmtime_r */
+#endif
+#include "log.h"
+#include "luaapi.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SL_LOG_LINE_MAX 4096
+
+static int sl_log_threshold = SL_LOG_INFO;
+
+static const char *const sl_log_names[] = {"debug", "info", "warn", "error"};
+static const char *const sl_log_tags[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+
+static int sl_log_clamp(int level) {
+  if (level < SL_LOG_DEBUG)
+    return SL_LOG_DEBUG;
+  return level > SL_LOG_ERROR ? SL_LOG_ERROR : level;
+}
+
+void sl_log_set_level(int level) {
+  sl_log_threshold = sl_log_clamp(level);
+}
+
+int sl_log_level_from_name(const char *name) {
+  if (!name)
+    return -1;
+  for (int i = SL_LOG_DEBUG; i <= SL_LOG_ERROR; i++)
+    if (strcmp(name, sl_log_names[i]) == 0)
+      return i;
+  return -1;
+}
+
+double sl_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Writes "YYYY-MM-DDTHH:MM:SS.mmmZ" into dst (>= 32 bytes); returns length. */
+static int sl_log_timestamp(char *dst, size_t cap) {
+  struct timespec ts;
+  struct tm tm;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  gmtime_r(&ts.tv_sec, &tm);
+  return snprintf(dst, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+                  tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                  tm.tm_min, tm.tm_sec, (int)(ts.tv_nsec / 1000000));
+}
+
+static void sl_log_write(const char *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(2, p, n);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0)
+      return;
+    p += w;
+    n -= (size_t)w;
+  }
+}
+
+void sl_log(int level, const char *component, const char *fmt, ...) {
+  if (level < sl_log_threshold)
+    return;
+  char line[SL_LOG_LINE_MAX];
+  size_t cap = sizeof(line) - 1; /* room for the newline */
+  int n = sl_log_timestamp(line, cap);
+  n += snprintf(line + n, cap - (size_t)n,
+                " %s %s: ", sl_log_tags[sl_log_clamp(level)],
+                component ? component : "-");
+  if ((size_t)n >= cap)
+    n = (int)cap - 1;
+  size_t start = (size_t)n;
+  va_list ap;
+  va_start(ap, fmt);
+  int m = vsnprintf(line + n, cap - (size_t)n, fmt, ap);
+  va_end(ap);
+  size_t len = m < 0 ? start : start + (size_t)m;
+  if (len >= cap)
+    len = cap - 1;
+  for (size_t i = start; i < len; i++)
+    if (line[i] == '\n' || line[i] == '\r')
+      line[i] = ' ';
+  line[len++] = '\n';
+  sl_log_write(line, len);
+}
