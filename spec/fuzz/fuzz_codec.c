@@ -1,7 +1,8 @@
 /* fuzz_codec.c - libFuzzer target for the record codec's reader side.
  *
  * Run it (about a minute; add a corpus directory to keep findings):
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Iserver \
+ *   clang -g -O1 -fsanitize=fuzzer,address,undefined \
+ *     -fno-sanitize-recover=undefined -Iserver \
  *     spec/fuzz/fuzz_codec.c server/codec.c -o /tmp/fuzz_codec
  *   /tmp/fuzz_codec -max_total_time=60
  * (needs clang and its runtime: apt-get install -y clang libclang-rt-14-dev)
