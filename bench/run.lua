@@ -21,6 +21,7 @@
 --       1 when an output was wrong or a command failed, 2 on bad setup.
 
 local ffi = require("ffi")
+local bit = require("bit")
 
 ffi.cdef [[
 typedef long time_t;
@@ -28,6 +29,8 @@ struct sl_timespec { time_t tv_sec; long tv_nsec; };
 int clock_gettime(int clk_id, struct sl_timespec *tp);
 char *realpath(const char *path, char *resolved_path);
 void free(void *ptr);
+int open(const char *pathname, int flags, int mode);
+int flock(int fd, int operation);
 ]]
 
 local CLOCK_MONOTONIC = 1
@@ -125,6 +128,18 @@ if not LINES or LINES < 1 or LINES % 1 ~= 0 then die(2, "bad BENCH_LINES") end
 if not RUNS or RUNS < 1 or RUNS % 1 ~= 0 then die(2, "bad BENCH_RUNS") end
 
 assert(run("mkdir -p " .. sh_quote(DATA)))
+
+-- One bench at a time per tree: runs share bench/data/ (inputs and outputs)
+-- and would skew each other's timings. The lock goes with the process.
+do
+  local O_RDWR, O_CREAT, LOCK_EX, LOCK_NB = 2, 64, 2, 4
+  local fd = ffi.C.open(DATA .. "/.lock", bit.bor(O_RDWR, O_CREAT), 420)
+  if fd < 0 then die(2, "cannot open %s/.lock", DATA) end
+  if ffi.C.flock(fd, bit.bor(LOCK_EX, LOCK_NB)) ~= 0 then
+    io.stderr:write("bench: another bench run holds ", DATA, "/.lock; waiting for it\n")
+    if ffi.C.flock(fd, LOCK_EX) ~= 0 then die(2, "flock failed") end
+  end
+end
 
 -- ---- inputs -------------------------------------------------------------------
 
