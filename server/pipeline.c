@@ -309,13 +309,23 @@ int sl_check(const sl_options_t *o) {
   return code;
 }
 
+/* Logs a multi-line text one line at a time. */
+static void log_lines(const char *text) {
+  while (text && *text) {
+    const char *nl = strchr(text, '\n');
+    int n = nl ? (int)(nl - text) : (int)strlen(text);
+    if (n > 0)
+      sl_log(SL_LOG_INFO, "pipeline", "%.*s", n, text);
+    text += n + (nl ? 1 : 0);
+  }
+}
+
 int sl_run(const sl_options_t *o) {
   sl_plan_t *plan = NULL;
   int code = load(o, &plan);
   if (code)
     return code;
-  sl_log(SL_LOG_INFO, "pipeline", "'%s': %s", plan->name,
-         plan->describe ? plan->describe : "");
+  log_lines(plan->describe);
   code = run_plan(plan);
   sl_plan_destroy(plan);
   return code;
