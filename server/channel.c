@@ -17,6 +17,7 @@ int sl_channel_init(sl_channel_t *c, int cid, size_t capacity) {
   atomic_init(&c->want_space, 0);
   c->producer_wake = c->consumer_wake = NULL;
   c->cid = cid;
+  c->records = 0;
   return c->ring ? 0 : -1;
 }
 
@@ -66,6 +67,7 @@ int sl_channel_drain(sl_channel_t *c) {
 
 void sl_channel_push(sl_channel_t *c, sl_batch_t *b) {
   b->next = NULL;
+  c->records += b->nrec;
   if (!c->ovf_head && sl_ring_push(c->ring, b) == 0) {
     wake(c->consumer_wake);
     return;

@@ -24,6 +24,7 @@ typedef struct sl_channel_s {
   atomic_int want_space;           /* producer waits for room */
   uv_async_t *producer_wake, *consumer_wake;
   int cid, from, to;
+  uint64_t records; /* records pushed (producer thread only) */
 } sl_channel_t;
 
 /* capacity: batches in the ring. 0 ok, -1 OOM. */

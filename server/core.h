@@ -50,7 +50,8 @@ typedef struct sl_core_s {
   void *source_cores, *sink_cores; /* source.c's and sink.c's own state */
   atomic_int live;      /* operator instances + sinks not yet finished */
   atomic_int exit_code; /* first failure wins; 0 = none */
-  int stopping;         /* a signal asked us to stop */
+  int stopping;         /* a signal or on_error = "stop": draining */
+  int force;            /* a second signal or the deadline: no more draining */
   int shutting_down;    /* handles are being closed */
   int started_workers;
 } sl_core_t;

@@ -126,11 +126,17 @@ static int build_workers(sl_core_t *c) {
 
 static void shutdown_all(sl_core_t *c);
 
+static void begin_stop(sl_core_t *c, const char *why);
+
 static void on_io_idle(uv_idle_t *h) {
   sl_core_t *c = h->data;
   if (c->shutting_down)
     return;
-  if (atomic_load(&c->exit_code) || atomic_load(&c->live) == 0) {
+  int code = atomic_load(&c->exit_code);
+  if (code == SL_EXIT_STOPPED && !c->stopping)
+    begin_stop(c, "an operator with on_error = \"stop\" failed");
+  if (c->force || (code && code != SL_EXIT_STOPPED) ||
+      atomic_load(&c->live) == 0) {
     shutdown_all(c);
     return;
   }
@@ -149,26 +155,37 @@ static void on_flush(uv_timer_t *t) {
   sl_core_sinks_flush(t->data);
 }
 
+/* Cuts the drain short: shut down now, exit 3 unless a code is set. */
+static void force_exit(sl_core_t *c) {
+  c->force = 1;
+  sl_core_fail(c, SL_EXIT_RUNTIME);
+}
+
 static void on_deadline(uv_timer_t *t) {
   sl_core_t *c = t->data;
   sl_log(SL_LOG_ERROR, "pipeline", "did not drain within %d ms; exiting",
          SL_STOP_DEADLINE_MS);
-  sl_core_fail(c, SL_EXIT_RUNTIME);
+  force_exit(c);
+}
+
+/* Stop the sources and let everything in flight drain (close does not run,
+ * since the input has not ended). */
+static void begin_stop(sl_core_t *c, const char *why) {
+  sl_log(SL_LOG_INFO, "pipeline", "%s: stopping sources, draining", why);
+  c->stopping = 1;
+  uv_timer_start(&c->deadline, on_deadline, SL_STOP_DEADLINE_MS, 0);
+  sl_core_sources_stop(c);
+  uv_idle_start(&c->idle, on_io_idle);
 }
 
 static void on_signal(uv_signal_t *s, int signum) {
   sl_core_t *c = s->data;
   if (c->stopping) {
     sl_log(SL_LOG_WARN, "pipeline", "second signal: exiting now");
-    sl_core_fail(c, SL_EXIT_RUNTIME);
+    force_exit(c);
     return;
   }
-  sl_log(SL_LOG_INFO, "pipeline", "signal %d: stopping sources, draining",
-         signum);
-  c->stopping = 1;
-  uv_timer_start(&c->deadline, on_deadline, SL_STOP_DEADLINE_MS, 0);
-  sl_core_sources_stop(c);
-  uv_idle_start(&c->idle, on_io_idle);
+  begin_stop(c, signum == SIGINT ? "SIGINT" : "SIGTERM");
 }
 
 static void init_io(sl_core_t *c) {

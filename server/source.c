@@ -21,7 +21,6 @@ typedef struct sl_source_core_s {
   sl_core_t *c;
   int gid;
   int started, began;
-  uint32_t rr; /* shuffle cursor */
   sl_codec_writer_t w;
 } sl_source_core_t;
 
@@ -37,6 +36,18 @@ static const sl_source_vt_t *vt_of(const char *kind) {
   if (!strcmp(kind, "generator"))
     return &sl_source_generator_vt;
   return NULL;
+}
+
+/* Shuffle: the channel of edge e that has been sent the fewest records, so
+ * that batches of uneven size (a read chunk's tail) still balance. */
+static int least_loaded(sl_source_core_t *sc, int e, int n_ch) {
+  const sl_plan_inst_t *pi = &sc->c->plan->insts[sc->gid];
+  int best = 0;
+  for (int i = 1; i < n_ch; i++)
+    if (sc->c->chans[pi->outs[e].ch[i]].records <
+        sc->c->chans[pi->outs[e].ch[best]].records)
+      best = i;
+  return best;
 }
 
 /* Sends the finished batch to the channels chosen by each edge. */
@@ -56,7 +67,7 @@ static void route(sl_source_core_t *sc, const uint8_t *data, size_t len,
     }
     int i = 0;
     if (o->grouping == SL_GROUP_SHUFFLE)
-      i = (int)(sc->rr++ % (uint32_t)o->n_ch);
+      i = least_loaded(sc, e, o->n_ch);
     else if (o->grouping == SL_GROUP_KEY) /* source records have no key */
       i = (int)((uint64_t)(sl_hash_bytes("", 0) %
                            (uint32_t)c->plan->max_parallelism) *

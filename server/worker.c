@@ -13,6 +13,7 @@
 #include "log.h"
 #include "luaapi.h"
 #include "luastate.h"
+#include "sluice.h"
 
 #include <lauxlib.h>
 #include <stdio.h>
@@ -147,7 +148,8 @@ static void handle_batch(sl_worker_t *w, int gid, sl_batch_t *b) {
   sl_inst_rt_t *rt = &w->core->insts[gid];
   if (b->kind == SL_BATCH_END) {
     end_input(w, gid, (int)b->closing);
-  } else if (!rt->ended && !atomic_load(&w->core->exit_code)) {
+  } else if (!rt->ended &&
+             atomic_load(&w->core->exit_code) != SL_EXIT_RUNTIME) {
     rt->records_in += b->nrec;
     rt->batches_in++;
     lua_pushinteger(w->L, gid);
