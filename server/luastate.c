@@ -63,12 +63,17 @@ lua_State *sl_lua_create(void) {
     return NULL;
   luaL_openlibs(L);
   const char *dir = sl_lua_dir();
+  /* sluice's own modules first, then LuaJIT's default paths */
   lua_getglobal(L, "package");
-  lua_pushfstring(L, "%s/?.lua;%s/?/init.lua", dir, dir);
-  lua_setfield(L, -2, "path");
-  lua_pushfstring(L, "%s/?.so", dir);
-  lua_setfield(L, -2, "cpath");
+  lua_getfield(L, -1, "path");
+  lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir,
+                  lua_tostring(L, -1));
+  lua_setfield(L, -3, "path");
   lua_pop(L, 1);
+  lua_getfield(L, -1, "cpath");
+  lua_pushfstring(L, "%s/?.so;%s", dir, lua_tostring(L, -1));
+  lua_setfield(L, -3, "cpath");
+  lua_pop(L, 2);
   return L;
 }
 

@@ -74,6 +74,35 @@ static int *get_ints(lua_State *L, const char *k, int base, int *n, int *oom) {
   return v;
 }
 
+/* Reads t[0..max] of field k, skipping holes (a channel list has a hole
+ * where the downstream instance is on the same worker: a direct call). */
+static int *get_sparse(lua_State *L, const char *k, int *n, int *oom) {
+  *n = 0;
+  lua_getfield(L, -1, k);
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    return NULL;
+  }
+  int max = -1;
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    if (lua_type(L, -2) == LUA_TNUMBER && lua_tointeger(L, -2) > max)
+      max = (int)lua_tointeger(L, -2);
+    lua_pop(L, 1);
+  }
+  int *v = max >= 0 ? calloc((size_t)max + 1, sizeof *v) : NULL;
+  if (max >= 0 && !v)
+    *oom = 1;
+  for (int i = 0; v && i <= max; i++) {
+    lua_rawgeti(L, -1, i);
+    if (lua_isnumber(L, -1))
+      v[(*n)++] = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
 /* A forward edge has one channel, at the sender's own index (or none when
  * it is chained). */
 static int *get_forward(lua_State *L, int index, int *n, int *oom) {
@@ -147,7 +176,7 @@ static void read_outs(lua_State *L, sl_plan_inst_t *in, int *oom) {
     if (in->outs[i].grouping == SL_GROUP_FORWARD)
       in->outs[i].ch = get_forward(L, in->index, &in->outs[i].n_ch, oom);
     else
-      in->outs[i].ch = get_ints(L, "channels", 0, &in->outs[i].n_ch, oom);
+      in->outs[i].ch = get_sparse(L, "channels", &in->outs[i].n_ch, oom);
     lua_pop(L, 1);
   }
   in->n_outs = in->outs ? n : 0;
@@ -178,18 +207,27 @@ static void read_inst(lua_State *L, sl_plan_inst_t *in, int *oom) {
     in->out_ch[in->n_out_ch++] = dead;
 }
 
-/* chained_to lists come from the `chained` fields of outs. */
-static void read_chained(lua_State *L, sl_plan_inst_t *in, int *oom) {
+/* chained_to: the instances this one calls directly, from the `chained`
+ * (forward) and `direct` (local exchange) fields of its outs. */
+static void read_chained(lua_State *L, sl_plan_inst_t *in, int n_insts,
+                         int *oom) {
+  in->chained_to = calloc((size_t)n_insts + 1, sizeof(int));
+  if (!in->chained_to) {
+    *oom = 1;
+    return;
+  }
   lua_getfield(L, -1, "outs");
   int n = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
-  in->chained_to = n ? calloc((size_t)n, sizeof(int)) : NULL;
-  if (n && !in->chained_to)
-    *oom = 1;
-  for (int i = 0; in->chained_to && i < n; i++) {
+  for (int i = 0; i < n; i++) {
     lua_rawgeti(L, -1, i + 1);
     int c = get_int(L, "chained", -1);
-    if (c >= 0)
+    if (c >= 0 && in->n_chained_to < n_insts)
       in->chained_to[in->n_chained_to++] = c;
+    int nd = 0;
+    int *direct = get_sparse(L, "direct", &nd, oom);
+    for (int j = 0; j < nd && in->n_chained_to < n_insts; j++)
+      in->chained_to[in->n_chained_to++] = direct[j];
+    free(direct);
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
@@ -248,7 +286,7 @@ static int read_plan(lua_State *L, sl_plan_t *p) {
   EACH(L, "nodes", p->n_nodes, read_node(L, &p->nodes[i_], &oom));
   EACH(L, "instances", p->n_insts, {
     read_inst(L, &p->insts[i_], &oom);
-    read_chained(L, &p->insts[i_], &oom);
+    read_chained(L, &p->insts[i_], p->n_insts, &oom);
   });
   EACH(L, "channels", p->n_chans, {
     sl_plan_chan_t *c = &p->chans[i_];

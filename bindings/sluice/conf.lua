@@ -1047,9 +1047,17 @@ function M.load(path, opts)
         for di = 0, node.parallelism - 1 do
           local down = plan.instances[node.first_gid + di]
           if e.grouping ~= "forward" or ui == di then
-            if e.grouping == "forward" and u.type == "operator" and node.type == "operator"
-              and up.thread == down.thread then
+            -- Two operator instances on one worker: no channel, the Lua
+            -- value is passed by a direct call (chaining for forward; a
+            -- local exchange for the other groupings).
+            local same = u.type == "operator" and node.type == "operator"
+              and up.thread == down.thread
+            if same and e.grouping == "forward" then
               out.chained = down.gid
+              down.chained_from[#down.chained_from + 1] = up.gid
+            elseif same then
+              out.direct = out.direct or {}
+              out.direct[di] = down.gid
               down.chained_from[#down.chained_from + 1] = up.gid
             else
               out.channels[di] = channel(up, down)

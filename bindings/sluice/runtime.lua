@@ -390,9 +390,15 @@ local function deliver(w, d, v, k, t)
   local ctx = d.ctx
   ctx.key = k
   ctx.time = t
-  ctx.state = nil
+  if k ~= nil then ctx.state = d.states[k] else ctx.state = nil end
   local ok, err = pcall(d.process, ctx, v)
   if not ok then on_error(w, d, err, v, k, t) end
+end
+
+-- To a channel (encoded, batched) or a local target (a direct call).
+local function send(w, ch, v, k, t)
+  local d = ch.direct
+  if d then deliver(w, d, v, k, t) else put(w, ch, v, k, t) end
 end
 
 -- One sender per out edge: function(v, k, t).
@@ -420,9 +426,21 @@ local function make_sender(w, inst, out, out_index, nocache)
     local ch = w:chan(cid, inst)
     return function(v, k, t) put(w, ch, v, k, t) end
   end
+  -- Targets by downstream instance index: a channel, or (the instance is on
+  -- this worker) a local target called directly with the Lua value.
+  local direct = out.direct or {}
   local chans, p = {}, 0
-  while src[p] ~= nil do
-    chans[p] = w:chan(src[p], inst)
+  while src[p] ~= nil or direct[p] ~= nil do
+    if src[p] ~= nil then
+      chans[p] = w:chan(src[p], inst)
+    else
+      local d = w.insts[direct[p]]
+      if not d then
+        error(format("plan: %s calls instance %d, which is not on thread %d",
+                     inst.component, direct[p], w.thread), 0)
+      end
+      chans[p] = { direct = d }
+    end
     p = p + 1
   end
   if p == 0 then
@@ -430,7 +448,7 @@ local function make_sender(w, inst, out, out_index, nocache)
   end
   if p == 1 then
     local ch = chans[0]
-    return function(v, k, t) put(w, ch, v, k, t) end
+    return function(v, k, t) send(w, ch, v, k, t) end
   end
   if g == "key" then
     local hash = w.port.hash
@@ -440,7 +458,7 @@ local function make_sender(w, inst, out, out_index, nocache)
       if type(s) ~= "string" then
         if s == nil then s = "" else s = tostring(s) end
       end
-      put(w, chans[floor((hash(s) % maxp) * p / maxp)], v, k, t)
+      send(w, chans[floor((hash(s) % maxp) * p / maxp)], v, k, t)
     end
     if nocache then return direct end
     -- Hot string keys skip the hash: a cache key -> channel, emptied when
@@ -469,17 +487,17 @@ local function make_sender(w, inst, out, out_index, nocache)
         cache[k] = ch
         cached = cached + 1
       end
-      put(w, ch, v, k, t)
+      send(w, ch, v, k, t)
     end
   elseif g == "broadcast" then
     return function(v, k, t)
-      for i = 0, p - 1 do put(w, chans[i], v, k, t) end
+      for i = 0, p - 1 do send(w, chans[i], v, k, t) end
     end
   elseif g == "shuffle" then
     local rr = { i = 0 }
     return function(v, k, t)
       local i = rr.i
-      put(w, chans[i], v, k, t)
+      send(w, chans[i], v, k, t)
       i = i + 1
       if i == p then i = 0 end
       rr.i = i
@@ -600,7 +618,7 @@ end
 local RUN_RECORDS_SRC = [[
 local SAME = ...
 return function(inst, t, from, nrec)
-  local process, ctx = inst.process, inst.ctx
+  local process, ctx, states = inst.process, inst.ctx, inst.states
   for i = from, nrec do
     inst.cur = i
     local j = 3 * i
@@ -608,7 +626,9 @@ return function(inst, t, from, nrec)
     if k == SAME then k = v end
     ctx.key = k
     ctx.time = t[j]
-    ctx.state = nil
+    -- an existing key's state is set here; a new key's (or the nil key's)
+    -- is made on first use by ctx's __index
+    if k ~= nil then ctx.state = states[k] else ctx.state = nil end
     process(ctx, v)
   end
 end

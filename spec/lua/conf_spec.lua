@@ -211,6 +211,11 @@ describe("sluice.conf plans", function()
       end
       for _, out in ipairs(inst.outs) do
         for _, c in pairs(out.channels) do assert.equal(g, plan.channels[c].from) end
+        for _, dg in pairs(out.direct or {}) do
+          local d = plan.instances[dg]
+          assert.equal(inst.thread, d.thread)
+          assert.are_not.equal("forward", out.grouping)
+        end
         if out.chained then
           local d = plan.instances[out.chained]
           assert.equal(inst.thread, d.thread)
@@ -238,8 +243,9 @@ describe("sluice.conf plans", function()
     assert.equal("at_least_once", plan.guarantee)
     assert.equal(4, plan.n_nodes)
     assert.equal(6, plan.n_instances)
-    -- lines->split: 2; split->count key 2x2: 4; count->out: 2
-    assert.equal(8, plan.n_channels)
+    -- lines->split: 2; split->count key 2x2: 2 across workers (the 2 pairs
+    -- on one worker are direct calls); count->out: 2
+    assert.equal(6, plan.n_channels)
     local lines = plan.nodes[0]
     assert.same({ "lines", "source", "file", 6, 1, 0 },
       { lines.name, lines.type, lines.kind, lines.line, lines.parallelism, lines.first_gid })
@@ -278,8 +284,8 @@ describe("sluice.conf plans", function()
     local plan = assert(load("good_key.conf"))
     check_consistent(plan)
     assert.equal("good_key", plan.name)
-    -- gen->a 2, a->b 6, b->out 3
-    assert.equal(11, plan.n_channels)
+    -- gen->a 2, a->b: 3 across workers + 3 direct, b->out 3
+    assert.equal(8, plan.n_channels)
     assert.same({ 1, 2 }, threads(plan, "a"))       -- round robin over 2 workers
     assert.same({ 1, 2, 1 }, threads(plan, "b"))
     for _, ai in ipairs(insts(plan, "a")) do
@@ -289,9 +295,16 @@ describe("sluice.conf plans", function()
       assert.equal(node(plan, "b").id, out.node)
       assert.is_nil(out.chained)
       for k = 0, 2 do
-        local ch = plan.channels[out.channels[k]]
-        assert.equal(insts(plan, "b")[k + 1].gid, ch.to)
-        assert.equal(ai.thread, ch.producer)
+        local bk = insts(plan, "b")[k + 1]
+        if bk.thread == ai.thread then
+          -- same worker: a direct call, no channel
+          assert.is_nil(out.channels[k])
+          assert.equal(bk.gid, out.direct[k])
+        else
+          local ch = plan.channels[out.channels[k]]
+          assert.equal(bk.gid, ch.to)
+          assert.equal(ai.thread, ch.producer)
+        end
       end
     end
     for _, bi in ipairs(insts(plan, "b")) do assert.equal(2, bi.inputs) end
@@ -304,14 +317,15 @@ describe("sluice.conf plans", function()
   it("broadcast makes a channel per pair", function()
     local plan = assert(load("good_broadcast.conf"))
     check_consistent(plan)
-    assert.equal(8, plan.n_channels) -- 2 + 4 + 2
+    assert.equal(6, plan.n_channels) -- 2 + 2 across workers (+ 2 direct) + 2
     local b = node(plan, "b")
     assert.equal(3, b.line)
     assert.same({ { node = node(plan, "a").id, grouping = "broadcast" } }, b.inputs)
     for _, ai in ipairs(insts(plan, "a")) do
-      assert.equal(2, #ai.outs[1].channels + 1) -- [0] and [1]
-      assert.is_not_nil(ai.outs[1].channels[0])
-      assert.is_not_nil(ai.outs[1].channels[1])
+      local out = ai.outs[1]
+      for k = 0, 1 do -- each downstream instance: a channel or a direct call
+        assert.is_true((out.channels[k] ~= nil) ~= ((out.direct or {})[k] ~= nil))
+      end
     end
     assert.equal(10, node(plan, "gen").count)
   end)
@@ -333,8 +347,8 @@ describe("sluice.conf plans", function()
       assert.same({}, upper[i].in_channels)
       assert.equal(1, upper[i].inputs)
     end
-    -- gen->split 3, upper->count 3x2 = 6, count->out 2: 11
-    assert.equal(11, plan.n_channels)
+    -- gen->split 3, upper->count 3x2 = 3 across workers + 3 direct, count->out 2
+    assert.equal(8, plan.n_channels)
   end)
 
   it("forward from a source is a channel", function()
@@ -381,7 +395,8 @@ describe("sluice.conf plans", function()
       end
     end
     assert.is_nil(insts(plan, "out")[1].dead)
-    assert.equal(8, plan.n_channels)
+    -- gen->risky 2, risky->guessed 1 across workers (+ 1 direct), guessed->out 1, dead 3
+    assert.equal(7, plan.n_channels)
   end)
 
   it("orders nodes topologically, sources first, stable by declaration", function()
