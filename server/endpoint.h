@@ -19,15 +19,15 @@
 
 /* Settings of one source or sink, read from the plan (owned by the plan). */
 typedef struct sl_node_cfg_s {
-  const char *name; /* the declaration's name */
-  const char *kind; /* "file", "stdin", "tcp", "generator", "stdout" */
-  const char *path; /* file: absolute path */
-  int follow;       /* file source: keep reading appended data (no end) */
+  const char *name;    /* the declaration's name */
+  const char *kind;    /* "file", "stdin", "tcp", "generator", "stdout" */
+  const char *path;    /* file: absolute path */
+  int follow;          /* file source: keep reading appended data (no end) */
   const char *listen;  /* tcp source: "HOST:PORT" */
   const char *connect; /* tcp sink: "HOST:PORT" */
   size_t max_line;     /* tcp/stdin/file source: longest line accepted */
   int64_t count;       /* generator: records, -1 = unbounded */
-  double rate;         /* generator: records per second, 0 = as fast as possible */
+  double rate; /* generator: records per second, 0 = as fast as possible */
 } sl_node_cfg_t;
 
 typedef struct sl_source_s sl_source_t;
@@ -70,10 +70,10 @@ struct sl_source_s {
   const sl_source_vt_t *vt;
   const sl_node_cfg_t *cfg;
   uv_loop_t *loop;
-  void *impl;      /* the kind's own state */
-  void *core;      /* the core's routing state (source.c) */
-  int paused;      /* set by the core around pause/resume */
-  int ended;       /* set by sl_source_end */
+  void *impl; /* the kind's own state */
+  void *core; /* the core's routing state (source.c) */
+  int paused; /* set by the core around pause/resume */
+  int ended;  /* set by sl_source_end */
   uint64_t records_out, errors;
 };
 

@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SL_RING_BATCHES 16
+#define SL_RING_BATCHES 64
 #define SL_FLUSH_MS 100
 #define SL_STOP_DEADLINE_MS 10000
 
@@ -200,10 +200,10 @@ static void init_io(sl_core_t *c) {
 }
 
 static void close_io(sl_core_t *c) {
-  uv_handle_t *hs[] = {(uv_handle_t *)&c->wake,    (uv_handle_t *)&c->idle,
-                       (uv_handle_t *)&c->sigint,  (uv_handle_t *)&c->sigterm,
-                       (uv_handle_t *)&c->flush_timer,
-                       (uv_handle_t *)&c->deadline};
+  uv_handle_t *hs[] = {
+      (uv_handle_t *)&c->wake,        (uv_handle_t *)&c->idle,
+      (uv_handle_t *)&c->sigint,      (uv_handle_t *)&c->sigterm,
+      (uv_handle_t *)&c->flush_timer, (uv_handle_t *)&c->deadline};
   for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++)
     if (!uv_is_closing(hs[i]))
       uv_close(hs[i], NULL);

@@ -141,10 +141,10 @@ static int grouping_of(const char *g) {
 static void read_node(lua_State *L, sl_plan_node_t *n, int *oom) {
   n->id = get_int(L, "id", 0);
   char *type = get_str(L, "type", oom);
-  n->type = !type                       ? SL_NODE_OPERATOR
-            : !strcmp(type, "source")   ? SL_NODE_SOURCE
-            : !strcmp(type, "sink")     ? SL_NODE_SINK
-                                        : SL_NODE_OPERATOR;
+  n->type = !type                     ? SL_NODE_OPERATOR
+            : !strcmp(type, "source") ? SL_NODE_SOURCE
+            : !strcmp(type, "sink")   ? SL_NODE_SINK
+                                      : SL_NODE_OPERATOR;
   free(type);
   n->parallelism = get_int(L, "parallelism", 1);
   n->first_gid = get_int(L, "first_gid", 0);
@@ -335,8 +335,8 @@ static char *join_errors(lua_State *L) {
   return strdup(lua_tostring(L, -1));
 }
 
-static int call_conf(lua_State *L, sl_plan_t *p, const char *path,
-                     int workers, char **errors) {
+static int call_conf(lua_State *L, sl_plan_t *p, const char *path, int workers,
+                     char **errors) {
   if (sl_lua_require(L, "sluice.conf")) {
     *errors = strdup(lua_tostring(L, -1));
     return -1;

@@ -66,8 +66,7 @@ typedef struct sl_plan_s {
  * returns 0 and *out (free with sl_plan_destroy). On a bad conf returns 1
  * and *errors: "FILE:LINE: message" lines joined by '\n' (caller frees). On
  * an internal failure returns -1 and *errors says why. */
-int sl_plan_load(const char *path, int workers, sl_plan_t **out,
-                 char **errors);
+int sl_plan_load(const char *path, int workers, sl_plan_t **out, char **errors);
 void sl_plan_destroy(sl_plan_t *p);
 
 #endif

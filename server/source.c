@@ -11,6 +11,7 @@
 #include "log.h"
 #include "luaapi.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -81,8 +82,7 @@ static void route(sl_source_core_t *sc, const uint8_t *data, size_t len,
   c->insts[sc->gid].records_out += nrec;
 }
 
-int sl_source_emit(sl_source_t *s, const char *line, size_t n,
-                   double time_ms) {
+int sl_source_emit(sl_source_t *s, const char *line, size_t n, double time_ms) {
   sl_source_core_t *sc = s->core;
   if (s->ended)
     return 0;
@@ -91,7 +91,8 @@ int sl_source_emit(sl_source_t *s, const char *line, size_t n,
       goto oom;
     sc->began = 1;
   }
-  if (sl_codec_writer_add_string(&sc->w, line, n, time_ms))
+  /* event times are whole milliseconds (ctx.time) */
+  if (sl_codec_writer_add_string(&sc->w, line, n, floor(time_ms)))
     goto oom;
   s->records_out++;
   if (sc->w.nrec >= SL_SOURCE_BATCH_RECORDS ||
@@ -187,7 +188,8 @@ void sl_core_sources_pump(sl_core_t *c) {
 
 void sl_core_sources_stop(sl_core_t *c) {
   for (int i = 0; i < c->n_sources; i++)
-    if (!c->sources[i].ended && ((sl_source_core_t *)c->sources[i].core)->started)
+    if (!c->sources[i].ended &&
+        ((sl_source_core_t *)c->sources[i].core)->started)
       c->sources[i].vt->stop(&c->sources[i]);
 }
 

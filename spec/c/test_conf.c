@@ -43,21 +43,30 @@ static const char *src = "source \"in\" { kind = \"generator\", count = 3 }\n";
 
 static void test_errors(void) {
   char buf[1024];
-  snprintf(buf, sizeof buf, "%ssink \"out\" { kind = \"stdout\", from = \"in\",\n"
-           "  colour = 1 }\n", src);
+  snprintf(buf, sizeof buf,
+           "%ssink \"out\" { kind = \"stdout\", from = \"in\",\n"
+           "  colour = 1 }\n",
+           src);
   expect_error(buf, 3, "colour");
   expect_error("source \"in\" { kind = \"kafka\" }\n", 1, "kafka");
-  snprintf(buf, sizeof buf, "%ssink \"out\" { kind = \"stdout\", from = \"nope\" }\n", src);
+  snprintf(buf, sizeof buf,
+           "%ssink \"out\" { kind = \"stdout\", from = \"nope\" }\n", src);
   expect_error(buf, 2, "nope");
   snprintf(buf, sizeof buf, "%ssource \"in\" { kind = \"stdin\" }\n", src);
   expect_error(buf, 2, "in");
-  snprintf(buf, sizeof buf, "%soperator \"a\" { script = \"x.lua\", from = \"in\",\n"
-           "  parallelism = \"two\" }\n", src);
-  write_conf("x.lua", "local op = {}\nfunction op.process(ctx, v) end\nreturn op\n");
+  snprintf(buf, sizeof buf,
+           "%soperator \"a\" { script = \"x.lua\", from = \"in\",\n"
+           "  parallelism = \"two\" }\n",
+           src);
+  write_conf("x.lua",
+             "local op = {}\nfunction op.process(ctx, v) end\nreturn op\n");
   expect_error(buf, 3, "parallelism");
-  write_conf("broken.lua", "local op = {}\nfunction op.process(ctx, v)\n  if then\nend\nreturn op\n");
-  snprintf(buf, sizeof buf, "%soperator \"a\" { script = \"broken.lua\", from = \"in\" }\n"
-           "sink \"out\" { kind = \"stdout\", from = \"a\" }\n", src);
+  write_conf("broken.lua", "local op = {}\nfunction op.process(ctx, v)\n  if "
+                           "then\nend\nreturn op\n");
+  snprintf(buf, sizeof buf,
+           "%soperator \"a\" { script = \"broken.lua\", from = \"in\" }\n"
+           "sink \"out\" { kind = \"stdout\", from = \"a\" }\n",
+           src);
   const char *path = write_conf("bad.conf", buf);
   sl_plan_t *p = NULL;
   char *errors = NULL;
@@ -70,11 +79,14 @@ static void test_errors(void) {
 }
 
 static void test_cycle(void) {
-  write_conf("x.lua", "local op = {}\nfunction op.process(ctx, v) end\nreturn op\n");
+  write_conf("x.lua",
+             "local op = {}\nfunction op.process(ctx, v) end\nreturn op\n");
   char buf[1024];
-  snprintf(buf, sizeof buf, "%soperator \"a\" { script = \"x.lua\", from = {\"in\", \"b\"} }\n"
+  snprintf(buf, sizeof buf,
+           "%soperator \"a\" { script = \"x.lua\", from = {\"in\", \"b\"} }\n"
            "operator \"b\" { script = \"x.lua\", from = \"a\" }\n"
-           "sink \"out\" { kind = \"stdout\", from = \"b\" }\n", src);
+           "sink \"out\" { kind = \"stdout\", from = \"b\" }\n",
+           src);
   const char *path = write_conf("cycle.conf", buf);
   sl_plan_t *p = NULL;
   char *errors = NULL;
@@ -85,13 +97,18 @@ static void test_cycle(void) {
 
 /* in -> split(p=2) -key-> count(p=3) -> out, 2 workers. */
 static void test_plan(void) {
-  write_conf("x.lua", "local op = {}\nfunction op.process(ctx, v) end\nreturn op\n");
+  write_conf("x.lua",
+             "local op = {}\nfunction op.process(ctx, v) end\nreturn op\n");
   char buf[1024];
-  snprintf(buf, sizeof buf, "pipeline \"t\" { workers = 2 }\n%s"
-           "operator \"split\" { script = \"x.lua\", from = \"in\", parallelism = 2 }\n"
-           "operator \"count\" { script = \"x.lua\", from = \"split\", grouping = \"key\",\n"
+  snprintf(buf, sizeof buf,
+           "pipeline \"t\" { workers = 2 }\n%s"
+           "operator \"split\" { script = \"x.lua\", from = \"in\", "
+           "parallelism = 2 }\n"
+           "operator \"count\" { script = \"x.lua\", from = \"split\", "
+           "grouping = \"key\",\n"
            "  parallelism = 3 }\n"
-           "sink \"out\" { kind = \"stdout\", from = \"count\" }\n", src);
+           "sink \"out\" { kind = \"stdout\", from = \"count\" }\n",
+           src);
   const char *path = write_conf("good.conf", buf);
   sl_plan_t *p = NULL;
   char *errors = NULL;
