@@ -882,6 +882,15 @@ function M.load(path, opts)
   for _, d in ipairs(sinks_in) do
     if not COMMITTING_SINKS[d.node.kind] then uncommitting = uncommitting or d end
   end
+  -- An error for every source or sink in `list` whose kind cannot give it.
+  local function refuse(d, list, kinds, guarantee, what, gives)
+    for _, s in ipairs(list) do
+      if not kinds[s.node.kind] then
+        ferr(d, "guarantee", string.format("%s cannot be given: %s '%s' (%s) %s",
+          guarantee, what, s.name, s.node.kind, gives))
+      end
+    end
+  end
   local guarantee, reason
   if P.guarantee then
     guarantee = P.guarantee
@@ -891,28 +900,13 @@ function M.load(path, opts)
       if not checkpoint_given then
         ferr(d, "guarantee", "exactly_once needs checkpointing (a checkpoint block)")
       end
-      for _, s in ipairs(sources_in) do
-        if not REPLAYABLE[s.node.kind] then
-          ferr(d, "guarantee", string.format(
-            "exactly_once cannot be given: source '%s' (%s) is not replayable (at_most_once only)",
-            s.name, s.node.kind))
-        end
-      end
-      for _, s in ipairs(sinks_in) do
-        if not COMMITTING_SINKS[s.node.kind] then
-          ferr(d, "guarantee", string.format(
-            "exactly_once cannot be given: sink '%s' (%s) does not commit (at_least_once at best)",
-            s.name, s.node.kind))
-        end
-      end
+      refuse(d, sources_in, REPLAYABLE, "exactly_once", "source",
+        "is not replayable (at_most_once only)")
+      refuse(d, sinks_in, COMMITTING_SINKS, "exactly_once", "sink",
+        "does not commit (at_least_once at best)")
     elseif guarantee == "at_least_once" then
-      for _, s in ipairs(sources_in) do
-        if not REPLAYABLE[s.node.kind] then
-          ferr(d, "guarantee", string.format(
-            "at_least_once cannot be given: source '%s' (%s) is not replayable (at_most_once only)",
-            s.name, s.node.kind))
-        end
-      end
+      refuse(d, sources_in, REPLAYABLE, "at_least_once", "source",
+        "is not replayable (at_most_once only)")
     end
   else
     if unreplayable then
