@@ -289,6 +289,56 @@ describe("sluice.runtime", function()
     end)
   end)
 
+  describe("local exchange", function()
+    -- a (thread 1) --key--> b[0] (thread 1: a direct call), b[1] (thread 2:
+    -- channel 7); b[0] echoes to the sink over channel 5.
+    local function local_plan()
+      return {
+        nodes = {
+          [0] = node(0, "a", "echo"),
+          [1] = node(1, "b", "echo", { parallelism = 2 }),
+          [2] = sink(2, "out"),
+        },
+        instances = {
+          [0] = { gid = 0, node = 0, index = 0, thread = 1,
+                  outs = { { node = 1, grouping = "key", channels = { [1] = 7 },
+                             direct = { [0] = 1 } } } },
+          [1] = { gid = 1, node = 1, index = 0, thread = 1, chained_from = { 0 },
+                  outs = { { node = 2, grouping = "shuffle", channels = { [0] = 5 } } } },
+          [2] = { gid = 2, node = 1, index = 1, thread = 2, in_channels = { 7 },
+                  outs = { { node = 2, grouping = "shuffle", channels = { [0] = 6 } } } },
+          [3] = { gid = 3, node = 2, index = 0, thread = 0, in_channels = { 5, 6 } },
+        },
+      }
+    end
+
+    it("calls the instance on its own worker directly and encodes only the rest", function()
+      local port = fake_port()
+      local w = rt.new_worker(local_plan(), 1, port)
+      assert.is_true(w:open())
+      local recs = {}
+      for i = 1, 200 do recs[i] = { "v" .. i, "k" .. i, i } end
+      feed(w, 0, recs)
+      local got = by_cid(port)
+      assert.is_nil(got[6]) -- b[1] is not on this worker
+      local seen = {}
+      for cid, list in pairs(got) do
+        for _, r in ipairs(list) do
+          local inst = math.floor((testing.murmur3(r.key) % 128) * 2 / 128)
+          -- b[0]'s output (channel 5) holds exactly b[0]'s keys; channel 7
+          -- (to b[1]) exactly the others
+          assert.equal(cid == 5 and 0 or 1, inst)
+          assert.is_nil(seen[r.key])
+          seen[r.key] = true
+          assert.equal("v" .. r.key:sub(2), r.value)
+        end
+      end
+      for i = 1, 200 do assert.is_true(seen["k" .. i]) end
+      assert.is_true(#(got[5] or {}) > 0 and #(got[7] or {}) > 0)
+      assert.equal(#got[5], w:stats(1).records_in)
+    end)
+  end)
+
   describe("operator to operator channels", function()
     -- a (thread 1) --key--> b (2 instances, on thread 2): channels 0, 1
     local function two_thread_plan()
