@@ -17,6 +17,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "codec.h" /* sl_buf_t */
+
 /* Settings of one source or sink, read from the plan (owned by the plan). */
 typedef struct sl_node_cfg_s {
   const char *name;    /* the declaration's name */
@@ -27,7 +29,8 @@ typedef struct sl_node_cfg_s {
   const char *connect; /* tcp sink: "HOST:PORT" */
   size_t max_line;     /* tcp/stdin/file source: longest line accepted */
   int64_t count;       /* generator: records, -1 = unbounded */
-  double rate; /* generator: records per second, 0 = as fast as possible */
+  double rate;      /* generator: records per second, 0 = as fast as possible */
+  int exactly_once; /* sinks: stage records until their checkpoint commits */
 } sl_node_cfg_t;
 
 typedef struct sl_source_s sl_source_t;
@@ -48,6 +51,13 @@ typedef struct sl_source_vt_s {
   void (*stop)(sl_source_t *s);
   /* After end: close every handle, free impl, then call done(s). */
   void (*close)(sl_source_t *s, sl_source_cb done);
+  /* Replay (NULL for sources that cannot replay: tcp, stdin).
+   * offset: the position of the next record not yet handed to
+   * sl_source_emit (file: byte offset of the next line; generator: the next
+   * sequence number), called between read callbacks. seek: called once
+   * BEFORE start, to resume from such an offset. 0 ok, -1 logged. */
+  int64_t (*offset)(sl_source_t *s);
+  int (*seek)(sl_source_t *s, int64_t offset);
 } sl_source_vt_t;
 
 typedef struct sl_sink_vt_s {
@@ -64,6 +74,21 @@ typedef struct sl_sink_vt_s {
   void (*finish)(sl_sink_t *k, sl_sink_cb done);
   /* Close every handle, free impl, then call done(k). */
   void (*close)(sl_sink_t *k, sl_sink_cb done);
+  /* Committing sinks (NULL for the others). With cfg->exactly_once set,
+   * `write` stages records instead of publishing them.
+   * precommit: checkpoint `id`'s barrier has reached the sink: make every
+   *   record staged so far durable (synchronously: write + fsync) and append
+   *   the sink's state for checkpoint id to *state (e.g. the length the
+   *   published file will have once id commits). 0 ok, -1 logged.
+   * commit: checkpoint id is stored: publish what was staged up to its
+   *   precommit (in order; asynchronous is fine). 0 ok, -1 logged.
+   * restore: called once BEFORE start with the state of the checkpoint
+   *   being restored (NULL, 0 when starting empty): bring the published
+   *   output back to exactly that state (e.g. truncate, or finish an
+   *   interrupted commit) and drop whatever was staged. 0 ok, -1 logged. */
+  int (*precommit)(sl_sink_t *k, uint64_t id, sl_buf_t *state);
+  int (*commit)(sl_sink_t *k, uint64_t id);
+  int (*restore)(sl_sink_t *k, const uint8_t *state, size_t len);
 } sl_sink_vt_t;
 
 struct sl_source_s {
