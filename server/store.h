@@ -28,7 +28,9 @@ void sl_store_close(sl_store_t *s);
 /* Stores image `id` durably, then points latest at it, then prunes. */
 int sl_store_commit(sl_store_t *s, uint64_t id, const void *data, size_t len,
                     char **err);
-/* The id latest points at, or 0 when there is none. */
+/* The id latest points at, or 0 when there is none. A latest pointer that
+ * is unreadable or garbage also gives 0 with *id = 0, but sets *err (caller
+ * frees) and logs nothing: the caller falls back to sl_store_list. */
 int sl_store_latest(sl_store_t *s, uint64_t *id, char **err);
 /* Every stored id, newest first (*ids malloc'd; caller frees). */
 int sl_store_list(sl_store_t *s, uint64_t **ids, size_t *n, char **err);
