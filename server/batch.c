@@ -20,6 +20,7 @@ sl_batch_t *sl_batch_create(uint32_t kind, const void *data, size_t len,
   b->kind = kind;
   b->nrec = nrec;
   b->closing = 0;
+  b->id = 0;
   b->len = len;
   if (len)
     memcpy(b->data, data, len);

@@ -12,8 +12,9 @@
 #include <stdint.h>
 
 typedef enum {
-  SL_BATCH_DATA = 0, /* records */
-  SL_BATCH_END = 1   /* the producer is finished (see `closing`) */
+  SL_BATCH_DATA = 0,   /* records */
+  SL_BATCH_END = 1,    /* the producer is finished (see `closing`) */
+  SL_BATCH_BARRIER = 2 /* checkpoint barrier `id` (no payload) */
 } sl_batch_kind_t;
 
 typedef struct sl_batch_s {
@@ -21,6 +22,7 @@ typedef struct sl_batch_s {
   uint32_t kind;
   uint32_t nrec;    /* records in payload */
   uint32_t closing; /* END: 1 = input ended (run close), 0 = stopping */
+  uint64_t id;      /* BARRIER: the checkpoint id */
   size_t len;       /* payload bytes */
   uint8_t data[];
 } sl_batch_t;

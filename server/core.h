@@ -24,8 +24,19 @@
 
 typedef struct sl_worker_s sl_worker_t;
 
+/* Barrier alignment of one instance (align.c), owned by its thread. */
+typedef struct sl_align_s {
+  uint64_t id;        /* barrier being aligned; 0 = none */
+  uint64_t forwarded; /* the last barrier this instance passed on */
+  uint8_t *in_state;  /* per in-channel: SL_IN_OPEN, _ARRIVED, _ENDED */
+  int chained_arrived, chained_ended;
+} sl_align_t;
+
+enum { SL_IN_OPEN = 0, SL_IN_ARRIVED = 1, SL_IN_ENDED = 2 };
+
 /* Per-instance state, owned by the instance's thread. */
 typedef struct sl_inst_rt_s {
+  sl_align_t align;
   int open_inputs; /* END markers still to come */
   int closing;     /* every END so far said the input ended */
   int ended;
@@ -54,6 +65,8 @@ typedef struct sl_core_s {
   int force;            /* a second signal or the deadline: no more draining */
   int shutting_down;    /* handles are being closed */
   int started_workers;
+  int exact;                /* exactly_once: barriers are aligned */
+  struct sl_coord_s *coord; /* checkpoint.c; NULL without checkpoints */
 } sl_core_t;
 
 /* The wake handle of thread t (0 = I/O). */
@@ -69,6 +82,22 @@ int sl_core_send(sl_core_t *c, int cid, uint32_t kind, const void *data,
 int sl_core_blocked(sl_core_t *c, int gid);
 /* Producer side: drains the overflow of every out channel of gid. */
 void sl_core_drain(sl_core_t *c, int gid);
+
+/* ---- align.c: barrier alignment (the instance's thread) ---- */
+int sl_align_init(sl_core_t *c); /* allocates in_state arrays; 0 ok */
+void sl_align_free(sl_core_t *c);
+/* A barrier arrived on input in_index (-1: from a chained upstream).
+ * Returns 1 when the instance now has barrier `id` from every input: the
+ * caller snapshots, forwards the barrier, then calls sl_align_done. */
+int sl_align_barrier(sl_core_t *c, int gid, int in_index, uint64_t id);
+/* Input in_index (-1: chained) ended; 1 if that completes an alignment. */
+int sl_align_end(sl_core_t *c, int gid, int in_index);
+void sl_align_done(sl_core_t *c, int gid);
+/* May input in_index be read now? (exactly_once: not after its barrier.) */
+int sl_align_may_read(sl_core_t *c, int gid, int in_index);
+/* Must gid wait? (a chained instance below it is still aligning a barrier
+ * that gid already passed on) */
+int sl_align_held(sl_core_t *c, int gid);
 
 /* ---- source.c: the core side of sources (I/O thread) ---- */
 int sl_core_sources_create(sl_core_t *c);

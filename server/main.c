@@ -1,6 +1,7 @@
 /* main.c - the `sluice` command: parses the command line, calls the library.
  *
- *   sluice run PIPELINE.conf [--workers N] [--log-level LEVEL]
+ *   sluice run PIPELINE.conf [--workers N] [--restore latest|none|ID]
+ *                            [--log-level LEVEL]
  *   sluice check PIPELINE.conf
  *   sluice test [SPEC...]
  *   sluice version
@@ -17,11 +18,12 @@
 #include <unistd.h>
 
 static int usage(void) {
-  fprintf(stderr,
-          "usage: sluice run PIPELINE.conf [--workers N] [--log-level LEVEL]\n"
-          "       sluice check PIPELINE.conf\n"
-          "       sluice test [SPEC...]\n"
-          "       sluice version\n");
+  fprintf(stderr, "usage: sluice run PIPELINE.conf [--workers N] [--restore "
+                  "latest|none|ID]\n"
+                  "                  [--log-level LEVEL]\n"
+                  "       sluice check PIPELINE.conf\n"
+                  "       sluice test [SPEC...]\n"
+                  "       sluice version\n");
   return SL_EXIT_CONF;
 }
 
@@ -38,6 +40,9 @@ static int parse_flags(int argc, char **argv, sl_options_t *o) {
         return -1;
       }
       o->workers = (int)n;
+      i++;
+    } else if (!strcmp(a, "--restore") && v) {
+      o->restore = v;
       i++;
     } else if (!strcmp(a, "--log-level") && v) {
       int l = sl_log_level_from_name(v);

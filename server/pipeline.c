@@ -10,6 +10,7 @@
  */
 #include "sluice.h"
 
+#include "checkpoint.h"
 #include "core.h"
 #include "log.h"
 #include "luaapi.h"
@@ -135,8 +136,9 @@ static void on_io_idle(uv_idle_t *h) {
   int code = atomic_load(&c->exit_code);
   if (code == SL_EXIT_STOPPED && !c->stopping)
     begin_stop(c, "an operator with on_error = \"stop\" failed");
+  int owed = sl_checkpoint_pump(c); /* a final checkpoint still to store */
   if (c->force || (code && code != SL_EXIT_STOPPED) ||
-      atomic_load(&c->live) == 0) {
+      (atomic_load(&c->live) == 0 && !owed)) {
     shutdown_all(c);
     return;
   }
@@ -224,6 +226,7 @@ static void shutdown_all(sl_core_t *c) {
   if (atomic_load(&c->live) != 0 && !atomic_load(&c->exit_code))
     sl_core_fail(c, SL_EXIT_RUNTIME);
   sl_core_sinks_flush(c);
+  sl_checkpoint_stop(c);
   stop_workers(c);
   sl_core_sources_close(c);
   sl_core_sinks_close(c);
@@ -250,14 +253,26 @@ static void log_summary(sl_core_t *c, double ms) {
   sl_log(SL_LOG_INFO, "pipeline", "finished in %.0f ms", ms);
 }
 
-static int start(sl_core_t *c) {
-  if (build_channels(c) || uv_loop_init(&c->loop))
+/* 0 started; -1 failed; 1 nothing to run (restored a final checkpoint). */
+static int start(sl_core_t *c, const char *restore) {
+  c->exact = c->plan->exactly_once;
+  if (build_channels(c) || sl_align_init(c) || uv_loop_init(&c->loop))
     return -1;
   init_io(c);
+  int rc = sl_checkpoint_open(c, restore);
+  if (rc < 0)
+    return 1;
+  if (rc) {
+    atomic_store(&c->exit_code, rc);
+    return -1;
+  }
   if (build_workers(c))
     return -1;
   wire_wakes(c);
   if (sl_core_sinks_create(c) || sl_core_sources_create(c))
+    return -1;
+  sl_checkpoint_release_restore(c);
+  if (sl_checkpoint_start(c))
     return -1;
   for (int t = 1; t <= c->plan->workers; t++)
     if (sl_worker_start(c->workers[t]))
@@ -270,6 +285,8 @@ static int start(sl_core_t *c) {
 }
 
 static void destroy(sl_core_t *c) {
+  sl_checkpoint_close(c);
+  sl_align_free(c);
   for (int t = 1; c->workers && t <= c->plan->workers; t++)
     sl_worker_destroy(c->workers[t]);
   free(c->workers);
@@ -281,26 +298,31 @@ static void destroy(sl_core_t *c) {
   sl_core_sinks_free(c);
 }
 
-static int run_plan(sl_plan_t *plan) {
+static int run_plan(sl_plan_t *plan, const char *restore) {
   sl_core_t c;
   memset(&c, 0, sizeof c);
   c.plan = plan;
   atomic_init(&c.live, 0);
   atomic_init(&c.exit_code, 0);
   double t0 = sl_now_ms();
-  if (start(&c)) {
+  int rc = start(&c, restore);
+  if (rc > 0) { /* nothing to run */
+    c.shutting_down = 1;
+    close_io(&c);
+  } else if (rc) {
     sl_log(SL_LOG_ERROR, "pipeline", "could not start '%s'", plan->name);
     c.shutting_down = 1;
     stop_workers(&c);
     sl_core_sources_close(&c);
     sl_core_sinks_close(&c);
     close_io(&c);
-    atomic_store(&c.exit_code, SL_EXIT_RUNTIME);
+    int zero = 0;
+    atomic_compare_exchange_strong(&c.exit_code, &zero, SL_EXIT_RUNTIME);
   }
   uv_run(&c.loop, UV_RUN_DEFAULT);
   uv_loop_close(&c.loop);
   int code = atomic_load(&c.exit_code);
-  if (!code)
+  if (!code && rc == 0)
     log_summary(&c, sl_now_ms() - t0);
   destroy(&c);
   return code;
@@ -343,7 +365,7 @@ int sl_run(const sl_options_t *o) {
   if (code)
     return code;
   log_lines(plan->describe);
-  code = run_plan(plan);
+  code = run_plan(plan, o->restore);
   sl_plan_destroy(plan);
   return code;
 }

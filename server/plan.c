@@ -267,6 +267,23 @@ static int fill_block(sl_plan_t *p) {
     lua_pop(L, 1);                                                             \
   } while (0)
 
+/* plan.checkpoint = { every_ms, timeout_ms, keep, store } or nil. */
+static void read_checkpoint(lua_State *L, sl_plan_t *p, int *oom) {
+  lua_getfield(L, -1, "checkpoint");
+  if (lua_istable(L, -1)) {
+    p->ckpt_store = get_str(L, "store", oom);
+    p->ckpt_every_ms = get_num(L, "every_ms", 1000);
+    p->ckpt_timeout_ms = get_num(L, "timeout_ms", 60000);
+    p->ckpt_keep = get_int(L, "keep", 3);
+  }
+  lua_pop(L, 1);
+  p->exactly_once =
+      p->ckpt_store && p->guarantee && !strcmp(p->guarantee, "exactly_once");
+  for (int i = 0; i < p->n_nodes; i++)
+    if (p->nodes[i].type == SL_NODE_SINK)
+      p->nodes[i].cfg.exactly_once = p->exactly_once;
+}
+
 static int read_plan(lua_State *L, sl_plan_t *p) {
   int oom = 0;
   p->file = get_str(L, "file", &oom);
@@ -296,6 +313,7 @@ static int read_plan(lua_State *L, sl_plan_t *p) {
     c->producer = get_int(L, "producer", 0);
     c->consumer = get_int(L, "consumer", 0);
   });
+  read_checkpoint(L, p, &oom);
   if (oom || fill_block(p))
     return -1;
   return 0;
@@ -435,6 +453,7 @@ void sl_plan_destroy(sl_plan_t *p) {
   free(p->name);
   free(p->guarantee);
   free(p->describe);
+  free(p->ckpt_store);
   free(p->blob);
   free(p);
 }

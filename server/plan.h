@@ -58,7 +58,12 @@ typedef struct sl_plan_s {
   sl_plan_node_t *nodes;
   sl_plan_inst_t *insts;
   sl_plan_chan_t *chans;
-  char *blob; /* string.buffer-encoded plan table for the workers */
+  /* checkpointing: ckpt_store NULL when the conf has no checkpoint block */
+  char *ckpt_store;
+  double ckpt_every_ms, ckpt_timeout_ms;
+  int ckpt_keep;
+  int exactly_once; /* guarantee == exactly_once (with checkpoints) */
+  char *blob;       /* string.buffer-encoded plan table for the workers */
   size_t blob_len;
 } sl_plan_t;
 

@@ -5,6 +5,7 @@
  * feed them stop), counts END markers, and when every input has ended asks
  * the sink to finish; a finished sink counts as done for the pipeline.
  */
+#include "checkpoint.h"
 #include "core.h"
 #include "log.h"
 
@@ -49,10 +50,44 @@ static void finished(sl_sink_t *k) {
   sl_core_done(kc->c);
 }
 
-static void handle(sl_sink_t *k, sl_batch_t *b) {
+/* Pre-commits for checkpoint id (SL_CKPT_FINAL at the end) and acks it. */
+static void precommit(sl_sink_t *k, uint64_t id) {
+  sl_sink_core_t *kc = k->core;
+  sl_core_t *c = kc->c;
+  if (!c->coord)
+    return;
+  sl_buf_t state;
+  sl_buf_init(&state);
+  if (k->cfg->exactly_once && k->vt->precommit &&
+      k->vt->precommit(k, id, &state)) {
+    sl_buf_free(&state);
+    sl_core_fail(c, 3);
+    return;
+  }
+  sl_ack_t *a = sl_ack_create(id, kc->gid, 1);
+  if (!a) {
+    sl_buf_free(&state);
+    sl_core_fail(c, 3);
+    return;
+  }
+  a->parts[0].kg = -1;
+  a->parts[0].blob = sl_buf_take(&state, &a->parts[0].len);
+  sl_checkpoint_ack(c, a);
+}
+
+static void barrier_complete(sl_sink_t *k, uint64_t id) {
+  sl_sink_core_t *kc = k->core;
+  precommit(k, id);
+  sl_align_done(kc->c, kc->gid);
+}
+
+static void handle(sl_sink_t *k, int in_index, sl_batch_t *b) {
   sl_sink_core_t *kc = k->core;
   sl_inst_rt_t *rt = &kc->c->insts[kc->gid];
-  if (b->kind == SL_BATCH_DATA) {
+  if (b->kind == SL_BATCH_BARRIER) {
+    if (sl_align_barrier(kc->c, kc->gid, in_index, b->id))
+      barrier_complete(k, b->id);
+  } else if (b->kind == SL_BATCH_DATA) {
     rt->records_in += b->nrec;
     k->records_in += b->nrec;
     if (k->vt->write(k, b->data, b->len)) {
@@ -60,9 +95,14 @@ static void handle(sl_sink_t *k, sl_batch_t *b) {
       sl_log(SL_LOG_ERROR, "sink", "'%s': malformed batch dropped",
              k->cfg->name);
     }
-  } else if (--rt->open_inputs == 0 && !kc->finishing) {
-    kc->finishing = 1;
-    k->vt->finish(k, finished);
+  } else {
+    if (sl_align_end(kc->c, kc->gid, in_index))
+      barrier_complete(k, rt->align.id);
+    if (--rt->open_inputs == 0 && !kc->finishing) {
+      kc->finishing = 1;
+      precommit(k, SL_CKPT_FINAL);
+      k->vt->finish(k, finished);
+    }
   }
   sl_batch_destroy(b);
 }
@@ -75,14 +115,25 @@ static int feed(sl_core_t *c, sl_sink_t *k) {
   for (int i = 0; i < pi->n_in_ch; i++) {
     sl_channel_t *ch = &c->chans[pi->in_ch[i]];
     for (int n = 0; n < SL_SINK_BATCHES_PER_TURN && !k->busy; n++) {
+      if (!sl_align_may_read(c, kc->gid, i))
+        break;
       sl_batch_t *b = sl_channel_pop(ch);
       if (!b)
         break;
       work = 1;
-      handle(k, b);
+      handle(k, i, b);
     }
   }
   return work;
+}
+
+/* A committing sink is brought back to the restored checkpoint (or, with
+ * none, to empty) before it starts. */
+static int restore(sl_core_t *c, sl_sink_t *k, int gid) {
+  if (!k->cfg->exactly_once || !k->vt->restore)
+    return 0;
+  const sl_ckpt_entry_t *e = sl_checkpoint_sink_state(c, gid);
+  return k->vt->restore(k, e ? e->blob : NULL, e ? e->len : 0);
 }
 
 int sl_core_sinks_create(sl_core_t *c) {
@@ -110,7 +161,7 @@ int sl_core_sinks_create(sl_core_t *c) {
     k->loop = &c->loop;
     k->core = kc;
     c->insts[kc->gid].sink = k;
-    if (!k->vt || k->vt->start(k))
+    if (!k->vt || restore(c, k, kc->gid) || k->vt->start(k))
       return -1;
     kc->started = 1;
   }

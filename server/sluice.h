@@ -15,7 +15,8 @@ enum {
 
 typedef struct sl_options_s {
   const char *conf_path;
-  int workers; /* > 0 overrides the conf */
+  int workers;         /* > 0 overrides the conf */
+  const char *restore; /* "latest" (NULL), "none" or a checkpoint id */
 } sl_options_t;
 
 /* Validates the conf and compiles its scripts; prints "FILE:LINE: message"

@@ -6,6 +6,7 @@
  * a full channel into back-pressure: the source is paused until every one of
  * its channels has drained its overflow, then resumed.
  */
+#include "checkpoint.h"
 #include "codec.h"
 #include "core.h"
 #include "log.h"
@@ -123,6 +124,8 @@ void sl_source_end(sl_source_t *s, int closing) {
   if (s->ended)
     return;
   sl_source_flush(s);
+  sl_checkpoint_source_ended(sc->c, sc->gid,
+                             s->vt->offset ? s->vt->offset(s) : -1, closing);
   s->ended = 1;
   const sl_plan_inst_t *pi = &sc->c->plan->insts[sc->gid];
   for (int i = 0; i < pi->n_out_ch; i++)
@@ -139,6 +142,21 @@ void sl_source_reject(sl_source_t *s, const char *why) {
 }
 
 /* ---- the pipeline's view ---- */
+
+/* Resumes from a restored checkpoint's offset, if there is one. */
+static int seek(sl_core_t *c, sl_source_t *s, int gid) {
+  int64_t off = sl_checkpoint_source_offset(c, gid);
+  if (off < 0)
+    return 0;
+  if (!s->vt->seek) {
+    sl_log(SL_LOG_WARN, "source", "'%s' cannot replay: starting fresh",
+           s->cfg->name);
+    return 0;
+  }
+  sl_log(SL_LOG_INFO, "source", "'%s' resumes at offset %lld", s->cfg->name,
+         (long long)off);
+  return s->vt->seek(s, off);
+}
 
 int sl_core_sources_create(sl_core_t *c) {
   const sl_plan_t *p = c->plan;
@@ -166,7 +184,7 @@ int sl_core_sources_create(sl_core_t *c) {
     s->loop = &c->loop;
     s->core = sc;
     c->insts[sc->gid].source = s;
-    if (!s->vt || s->vt->start(s))
+    if (!s->vt || seek(c, s, sc->gid) || s->vt->start(s))
       return -1;
     sc->started = 1;
   }

@@ -10,6 +10,7 @@
  */
 #include "worker.h"
 
+#include "checkpoint.h"
 #include "log.h"
 #include "luaapi.h"
 #include "luastate.h"
@@ -33,23 +34,26 @@ struct sl_worker_s {
   double timer_due; /* armed for this wall-clock ms, or -1 */
   atomic_int quit;
   lua_State *L;
-  int fn_batch, fn_end, fn_timer; /* registry refs */
+  int fn_batch, fn_end, fn_timer, fn_snap, fn_restore, fn_open; /* refs */
   sl_lua_api_t api;
   int *hosted, n_hosted, next; /* instance gids, round-robin cursor */
   int idling, started, loop_ready;
 };
 
-/* Lua run once per worker: builds the instances and opens them. */
+/* Lua run once per worker: builds the instances; returns the entry points
+ * (the C side then restores state into them, then opens them). */
 static const char *boot_lua =
     "local blob, thread, api = ...\n"
     "local rt = require('sluice.runtime')\n"
     "local plan = require('sluice.conf').decode_plan(blob)\n"
     "local w = rt.new_worker(plan, thread, rt.ffi_port(api))\n"
-    "local ok, err = w:open()\n"
-    "if not ok then error(err, 0) end\n"
     "return function(g, p, n, r) return w:on_batch(g, p, n, r) end,\n"
     "  function(g, c) return w:on_end(g, c) end,\n"
-    "  function(now) return w:on_timer(now) end\n";
+    "  function(now) return w:on_timer(now) end,\n"
+    "  function(g) return w:snapshot_groups(g) end,\n"
+    "  function(g, list) return w:restore_groups(g, list) end,\n"
+    "  function() local ok, err = w:open()\n"
+    "    if not ok then error(err, 0) end end\n";
 
 /* ---- the FFI surface (luaapi.h), called from this worker's Lua ---- */
 
@@ -115,14 +119,94 @@ static void on_timer(uv_timer_t *t) {
   arm_timer(w, call_lua(w, w->fn_timer, 1));
 }
 
+/* ---- snapshots ---- */
+
+/* Copies the { [kg] = bytes } table on top of the stack into an ack. */
+static sl_ack_t *ack_from_table(lua_State *L, uint64_t id, int gid) {
+  int n = 0;
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    n++;
+    lua_pop(L, 1);
+  }
+  sl_ack_t *a = sl_ack_create(id, gid, n);
+  int i = 0;
+  lua_pushnil(L);
+  while (a && lua_next(L, -2)) {
+    size_t len;
+    const char *bytes = lua_tolstring(L, -1, &len);
+    sl_ack_part_t *p = &a->parts[i++];
+    p->kg = (int32_t)lua_tointeger(L, -2);
+    p->blob = malloc(len ? len : 1);
+    if (!p->blob || !bytes) {
+      sl_ack_destroy(a);
+      a = NULL;
+      lua_pop(L, 2);
+      break;
+    }
+    memcpy(p->blob, bytes, len);
+    p->len = len;
+    lua_pop(L, 1);
+  }
+  return a;
+}
+
+/* Snapshots instance gid's keyed state for checkpoint id and acks it. */
+static void snapshot(sl_worker_t *w, int gid, uint64_t id) {
+  sl_core_t *c = w->core;
+  if (!c->coord)
+    return;
+  lua_State *L = w->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->fn_snap);
+  lua_pushinteger(L, gid);
+  if (lua_pcall(L, 1, 1, 0)) {
+    sl_log(SL_LOG_ERROR, "checkpoint", "snapshot failed: %s",
+           lua_tostring(L, -1));
+    lua_pop(L, 1);
+    sl_core_fail(c, 3);
+    return;
+  }
+  sl_ack_t *a = lua_istable(L, -1) ? ack_from_table(L, id, gid) : NULL;
+  lua_pop(L, 1);
+  if (!a) {
+    sl_log(SL_LOG_ERROR, "checkpoint", "out of memory taking a snapshot");
+    sl_core_fail(c, 3);
+    return;
+  }
+  sl_checkpoint_ack(c, a);
+}
+
+/* Barrier id has arrived from every input of gid: snapshot, pass it on. */
+static void barrier_complete(sl_worker_t *w, int gid, uint64_t id) {
+  sl_core_t *c = w->core;
+  const sl_plan_inst_t *pi = &c->plan->insts[gid];
+  snapshot(w, gid, id);
+  for (int i = 0; i < pi->n_out_ch; i++) {
+    sl_batch_t *b = sl_batch_create(SL_BATCH_BARRIER, NULL, 0, 0);
+    if (!b) {
+      sl_core_fail(c, 3);
+      return;
+    }
+    b->id = id;
+    sl_channel_push(&c->chans[pi->out_ch[i]], b);
+  }
+  sl_align_done(c, gid);
+  for (int i = 0; i < pi->n_chained_to; i++)
+    if (sl_align_barrier(c, pi->chained_to[i], -1, id))
+      barrier_complete(w, pi->chained_to[i], id);
+}
+
 /* ---- instances ---- */
 
 static void end_instance(sl_worker_t *w, int gid);
 
-static void end_input(sl_worker_t *w, int gid, int closing) {
+/* An input of gid ended (in_index -1: a chained upstream). */
+static void end_input(sl_worker_t *w, int gid, int in_index, int closing) {
   sl_inst_rt_t *rt = &w->core->insts[gid];
   if (!closing)
     rt->closing = 0;
+  if (sl_align_end(w->core, gid, in_index))
+    barrier_complete(w, gid, rt->align.id);
   if (--rt->open_inputs == 0)
     end_instance(w, gid);
 }
@@ -136,18 +220,22 @@ static void end_instance(sl_worker_t *w, int gid) {
   lua_pushinteger(w->L, gid);
   lua_pushboolean(w->L, rt->closing);
   arm_timer(w, call_lua(w, w->fn_end, 2));
+  snapshot(w, gid, SL_CKPT_FINAL); /* the state after close: final */
   for (int i = 0; i < pi->n_out_ch; i++)
     if (sl_core_send(c, pi->out_ch[i], SL_BATCH_END, NULL, 0, 0, rt->closing))
       sl_core_fail(c, 3);
   sl_core_done(c);
   for (int i = 0; i < pi->n_chained_to; i++)
-    end_input(w, pi->chained_to[i], rt->closing);
+    end_input(w, pi->chained_to[i], -1, rt->closing);
 }
 
-static void handle_batch(sl_worker_t *w, int gid, sl_batch_t *b) {
+static void handle_batch(sl_worker_t *w, int gid, int in_index, sl_batch_t *b) {
   sl_inst_rt_t *rt = &w->core->insts[gid];
   if (b->kind == SL_BATCH_END) {
-    end_input(w, gid, (int)b->closing);
+    end_input(w, gid, in_index, (int)b->closing);
+  } else if (b->kind == SL_BATCH_BARRIER) {
+    if (sl_align_barrier(w->core, gid, in_index, b->id))
+      barrier_complete(w, gid, b->id);
   } else if (!rt->ended &&
              atomic_load(&w->core->exit_code) != SL_EXIT_RUNTIME) {
     rt->records_in += b->nrec;
@@ -169,13 +257,14 @@ static int feed(sl_worker_t *w, int gid) {
   for (int i = 0; i < pi->n_in_ch; i++) {
     sl_channel_t *ch = &c->chans[pi->in_ch[i]];
     for (int k = 0; k < SL_BATCHES_PER_TURN; k++) {
-      if (sl_core_blocked(c, gid))
-        return work;
+      if (sl_core_blocked(c, gid) || sl_align_held(c, gid) ||
+          !sl_align_may_read(c, gid, i))
+        break;
       sl_batch_t *b = sl_channel_pop(ch);
       if (!b)
         break;
       work = 1;
-      handle_batch(w, gid, b);
+      handle_batch(w, gid, i, b);
     }
   }
   return work;
@@ -262,13 +351,54 @@ static int boot(sl_worker_t *w, char **err) {
   lua_pushlstring(L, p->blob, p->blob_len);
   lua_pushinteger(L, w->thread);
   lua_pushlightuserdata(L, &w->api);
-  if (lua_pcall(L, 3, 3, 0)) {
+  if (lua_pcall(L, 3, 6, 0)) {
     *err = strdup(lua_tostring(L, -1));
     return -1;
   }
+  w->fn_open = luaL_ref(L, LUA_REGISTRYINDEX);
+  w->fn_restore = luaL_ref(L, LUA_REGISTRYINDEX);
+  w->fn_snap = luaL_ref(L, LUA_REGISTRYINDEX);
   w->fn_timer = luaL_ref(L, LUA_REGISTRYINDEX);
   w->fn_end = luaL_ref(L, LUA_REGISTRYINDEX);
   w->fn_batch = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+/* Gives every hosted operator instance the key groups it now owns. */
+static int restore_all(sl_worker_t *w, char **err) {
+  sl_core_t *c = w->core;
+  lua_State *L = w->L;
+  for (int i = 0; i < w->n_hosted; i++) {
+    int gid = w->hosted[i];
+    const sl_plan_inst_t *pi = &c->plan->insts[gid];
+    const sl_plan_node_t *node = &c->plan->nodes[pi->node];
+    const sl_ckpt_entry_t **es;
+    int n;
+    sl_checkpoint_restore_state(c, node->cfg.name, pi->index, node->parallelism,
+                                &es, &n);
+    if (n == 0)
+      continue;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->fn_restore);
+    lua_pushinteger(L, gid);
+    lua_createtable(L, n, 0);
+    for (int j = 0; j < n; j++) {
+      lua_pushlstring(L, (const char *)es[j]->blob, es[j]->len);
+      lua_rawseti(L, -2, j + 1);
+    }
+    if (lua_pcall(L, 2, 0, 0)) {
+      *err = strdup(lua_tostring(L, -1));
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static int open_all(sl_worker_t *w, char **err) {
+  lua_rawgeti(w->L, LUA_REGISTRYINDEX, w->fn_open);
+  if (lua_pcall(w->L, 0, 0, 0)) {
+    *err = strdup(lua_tostring(w->L, -1));
+    return -1;
+  }
   return 0;
 }
 
@@ -295,7 +425,7 @@ sl_worker_t *sl_worker_create(sl_core_t *c, int thread, char **err) {
     sl_worker_destroy(w);
     return NULL;
   }
-  if (boot(w, err)) {
+  if (boot(w, err) || restore_all(w, err) || open_all(w, err)) {
     sl_worker_destroy(w);
     return NULL;
   }

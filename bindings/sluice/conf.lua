@@ -15,7 +15,7 @@ local M = {}
 
 -- Features that come in later releases. Their validation code is here; they
 -- are rejected with "FIELD is not supported by this version yet" while false.
-M.supported = { checkpoint = false, admin = false }
+M.supported = { checkpoint = true, admin = false }
 
 local SOURCE_KINDS = { file = true, stdin = true, tcp = true, generator = true }
 local SINK_KINDS = { stdout = true, file = true, tcp = true }
@@ -473,19 +473,28 @@ function M.load(path, opts)
           ferr(d, "checkpoint", "checkpoint must be a table { every = \"1s\", store = \"file://...\" }")
         else
           checkpoint_given = true
-          local every = cp.every
-          local ms
-          if type(every) == "string" then
-            local n, unit = every:match("^(%d+%.?%d*)(%a+)$")
-            local mult = ({ ms = 1, s = 1000, m = 60000, h = 3600000 })[unit or ""]
-            ms = n and mult and tonumber(n) * mult
-          elseif type(every) == "number" then
-            ms = every
+          local function duration(field)
+            local v, ms = cp[field], nil
+            if type(v) == "string" then
+              local n, unit = v:match("^(%d+%.?%d*)(%a+)$")
+              local mult = ({ ms = 1, s = 1000, m = 60000, h = 3600000 })[unit or ""]
+              ms = n and mult and tonumber(n) * mult
+            elseif type(v) == "number" then
+              ms = v
+            end
+            if v ~= nil and (not ms or ms <= 0) then
+              ferr(d, field, "checkpoint." .. field
+                .. ' must be a duration like "500ms", "1s", "2m" (got ' .. fmtval(v) .. ")")
+              ms = nil
+            end
+            return ms
           end
-          if every ~= nil and (not ms or ms <= 0) then
-            ferr(d, "every", 'checkpoint.every must be a duration like "500ms", "1s", "2m" (got '
-              .. fmtval(every) .. ")")
-            ms = nil
+          local ms = duration("every")
+          local timeout_ms = duration("timeout")
+          local keep = cp.keep
+          if keep ~= nil and (type(keep) ~= "number" or keep < 1 or keep % 1 ~= 0) then
+            ferr(d, "keep", "checkpoint.keep must be a whole number >= 1 (got " .. fmtval(keep) .. ")")
+            keep = nil
           end
           local store = cp.store
           if store ~= nil and (type(store) ~= "string" or not (store:match("^file://.+")
@@ -494,15 +503,21 @@ function M.load(path, opts)
               .. fmtval(store) .. ")")
             store = nil
           end
+          if type(store) == "string" and store:match("^redis://") then
+            ferr(d, "store", "checkpoint.store: redis:// is not supported by this version yet")
+            store = nil
+          end
           for k in pairs(cp) do
-            if k ~= "every" and k ~= "store" then
+            if k ~= "every" and k ~= "store" and k ~= "keep" and k ~= "timeout" then
               ferr(d, "checkpoint", "unknown field 'checkpoint." .. tostring(k) .. "'")
             end
           end
           if type(store) == "string" and store:match("^file://") then
             store = "file://" .. join(dir, store:sub(8))
           end
-          P.checkpoint = { every_ms = ms or 1000, store = store or ("file://" .. join(dir, "state")) }
+          P.checkpoint = { every_ms = ms or 1000, timeout_ms = timeout_ms or 60000,
+                           keep = keep or 3,
+                           store = store or ("file://" .. join(dir, "state")) }
         end
       end
     end

@@ -94,8 +94,12 @@ local BAD = {
     "2: at_least_once cannot be given: source 'a' (tcp) is not replayable (at_most_once only)",
   },
   bad_checkpoint_admin = {
-    "2: checkpoint is not supported by this version yet",
     "3: admin is not supported by this version yet",
+  },
+  bad_checkpoint_fields = {
+    "2: checkpoint.every must be a duration like \"500ms\", \"1s\", \"2m\" (got \"soon\")",
+    "3: checkpoint.keep must be a whole number >= 1 (got 0)",
+    "4: checkpoint.store: redis:// is not supported by this version yet",
   },
   bad_params = {
     "2: operator 'x': params must be a table (got \"fast\")",
