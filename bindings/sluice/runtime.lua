@@ -215,7 +215,7 @@ local function make_env(allow, print_fn)
         return require(name)
       end
       error(format("require '%s' is not allowed in an operator script " ..
-                   "(the conf can grant it with allow = { require = true })",
+                   "(the conf can grant it with allow = { 'require' })",
                    tostring(name)), 2)
     end
   end
