@@ -137,9 +137,14 @@ static int lines_carry(sl_lines_t *l, const char *p, size_t n) {
 
 int sl_lines_feed(sl_lines_t *l, const char *p, size_t n) {
   int rc = 0;
+  const char *start = p;
+  unsigned long long base = l->fed;
+  l->fed += n;
   while (n > 0) {
     const char *nl = memchr(p, '\n', n);
     size_t seg = nl ? (size_t)(nl - p) : n;
+    if (nl)
+      l->consumed = base + (unsigned long long)(nl - start) + 1;
     if (l->skipping) {
       lines_skip_more(l, p, seg);
       if (nl)
@@ -156,6 +161,7 @@ int sl_lines_feed(sl_lines_t *l, const char *p, size_t n) {
 }
 
 void sl_lines_finish(sl_lines_t *l) {
+  l->consumed = l->fed;
   if (l->skipping) {
     lines_skip_end(l);
   } else if (l->len > 0) {
@@ -165,7 +171,12 @@ void sl_lines_finish(sl_lines_t *l) {
 }
 
 void sl_lines_reset(sl_lines_t *l) {
+  l->consumed = l->fed;
   l->skipping = 0;
   l->oom = 0;
   lines_clear(l);
+}
+
+unsigned long long sl_lines_pending(const sl_lines_t *l) {
+  return l->fed - l->consumed;
 }

@@ -10,6 +10,12 @@
  * no copy, no allocation per line. Only the partial tail of a chunk is
  * copied, into a buffer that never grows past max_line + 1 bytes.
  *
+ * The splitter also counts bytes: `fed` (all bytes fed) and `consumed` (the
+ * bytes of every line that was delivered, rejected or dropped, with its
+ * "\n"), so a replayable source knows how many bytes of its input are still
+ * pending in an unfinished line (sl_lines_pending). `consumed` is advanced
+ * before on_line is called.
+ *
  * Single-threaded: one splitter per stream, used by the thread reading it.
  */
 #ifndef SL_LINES_H
@@ -30,6 +36,8 @@ typedef struct sl_lines_s {
   int skipping;   /* discarding up to the next "\n" */
   int oom;        /* the line being discarded was dropped for lack of memory */
   char last;      /* last byte discarded (a trailing "\r" is not counted) */
+  unsigned long long fed;      /* bytes fed so far */
+  unsigned long long consumed; /* bytes of the lines finished so far */
   sl_lines_line_cb on_line;
   sl_lines_reject_cb on_reject;
   void *ud;
@@ -49,6 +57,9 @@ int sl_lines_feed(sl_lines_t *l, const char *p, size_t n);
 void sl_lines_finish(sl_lines_t *l);
 /* Forgets a partial line without delivering it (e.g. after a reset). */
 void sl_lines_reset(sl_lines_t *l);
+/* Bytes fed that belong to no finished line yet: the partial line carried
+ * over, or the part seen so far of a line being discarded. */
+unsigned long long sl_lines_pending(const sl_lines_t *l);
 void sl_lines_free(sl_lines_t *l);
 
 #endif

@@ -14,6 +14,18 @@
  * e.g. by copytruncate: it is read again from its start). A read error is
  * logged and ends the source as stopped (closing = 0): its input did not end.
  *
+ * Replay: `offset` is the byte offset of the first byte of the next line not
+ * yet handed to sl_source_emit: the position of the next read minus the bytes
+ * of the unfinished line the splitter holds (or of the oversized line it is
+ * discarding); once ended at EOF, the size consumed. The read position only
+ * moves in the read callback, so the value is exact whenever the coordinator
+ * asks between callbacks (a read in flight has emitted nothing yet). `seek`,
+ * called before start, makes start read from that offset with an empty
+ * splitter. A file shorter than the offset (replaced or truncated since the
+ * checkpoint) is read from its end, after a WARN: nothing it held then can
+ * be told apart any more, and re-reading it from 0 would duplicate. Works the
+ * same with `follow`.
+ *
  * The reader (sl_fsrc_t) is shared with the stdin source (source_file.h).
  */
 #include "source_file.h"
@@ -193,6 +205,16 @@ void sl_fsrc_resume(sl_fsrc_t *f) {
   fsrc_read(f);
 }
 
+int64_t sl_fsrc_next_offset(int64_t read_pos, uint64_t pending) {
+  if (read_pos < 0)
+    return -1;
+  return (uint64_t)read_pos >= pending ? read_pos - (int64_t)pending : 0;
+}
+
+int64_t sl_fsrc_offset(const sl_fsrc_t *f) {
+  return sl_fsrc_next_offset(f->offset, sl_lines_pending(&f->lines));
+}
+
 void sl_fsrc_stop(sl_fsrc_t *f) {
   f->stopped = 1;
   f->waiting = 0;
@@ -232,7 +254,25 @@ void sl_fsrc_close(sl_fsrc_t *f, sl_source_cb done) {
 
 /* ---- the `file` source ---- */
 
-static int file_open(sl_source_t *s, const char *path, uv_file *fd) {
+/* The file source's impl: the reader once started, and the offset to start
+ * from (set by seek, which runs before start). */
+typedef struct file_src_s {
+  sl_fsrc_t *f;
+  int64_t start_at;
+} file_src_t;
+
+static file_src_t *file_impl(sl_source_t *s) {
+  if (!s->impl) {
+    s->impl = calloc(1, sizeof(file_src_t));
+    if (!s->impl)
+      sl_log(SL_LOG_ERROR, "source", "'%s': out of memory", s->cfg->name);
+  }
+  return s->impl;
+}
+
+/* Opens path read-only; *size gets its size. 0 ok, -1 logged. */
+static int file_open(sl_source_t *s, const char *path, uv_file *fd,
+                     int64_t *size) {
   uv_fs_t req;
   int rc = uv_fs_open(NULL, &req, path, O_RDONLY | O_CLOEXEC, 0, NULL);
   uv_fs_req_cleanup(&req);
@@ -242,6 +282,7 @@ static int file_open(sl_source_t *s, const char *path, uv_file *fd) {
   rc = uv_fs_fstat(NULL, &req, *fd, NULL);
   if (rc == 0 && S_ISDIR(req.statbuf.st_mode))
     rc = UV_EISDIR;
+  *size = (int64_t)req.statbuf.st_size;
   uv_fs_req_cleanup(&req);
   if (rc == 0)
     return 0;
@@ -253,23 +294,42 @@ fail:
   return -1;
 }
 
-static int file_start(sl_source_t *s) {
-  const char *path = s->cfg->path;
+/* Where to start: the seek offset, or the end of a file shorter than it. */
+static int64_t file_start_at(sl_source_t *s, int64_t want, int64_t size) {
+  if (want <= size)
+    return want;
+  sl_log(SL_LOG_WARN, "source",
+         "'%s': %s has %lld bytes, fewer than the restored offset %lld: "
+         "reading from its end",
+         s->cfg->name, s->cfg->path, (long long)size, (long long)want);
+  return size;
+}
+
+/* Opens the file and starts the reader at the seek offset. 0 ok, -1 logged. */
+static int file_begin(sl_source_t *s, file_src_t *fs) {
   uv_file fd;
-  if (!path) {
+  int64_t size;
+  if (file_open(s, s->cfg->path, &fd, &size) < 0)
+    return -1;
+  int64_t at = file_start_at(s, fs->start_at, size);
+  fs->f = sl_fsrc_start(s, fd, 1, at, s->cfg->follow, s->cfg->path);
+  if (fs->f)
+    return 0;
+  uv_fs_t req;
+  uv_fs_close(NULL, &req, fd, NULL);
+  uv_fs_req_cleanup(&req);
+  return -1;
+}
+
+static int file_start(sl_source_t *s) {
+  file_src_t *fs = file_impl(s);
+  if (!s->cfg->path)
     sl_log(SL_LOG_ERROR, "source", "'%s': no path", s->cfg->name);
-    return -1;
-  }
-  if (file_open(s, path, &fd) < 0)
-    return -1;
-  s->impl = sl_fsrc_start(s, fd, 1, 0, s->cfg->follow, path);
-  if (!s->impl) {
-    uv_fs_t req;
-    uv_fs_close(NULL, &req, fd, NULL);
-    uv_fs_req_cleanup(&req);
-    return -1;
-  }
-  return 0;
+  else if (fs && file_begin(s, fs) == 0)
+    return 0;
+  free(s->impl);
+  s->impl = NULL;
+  return -1;
 }
 
 static void file_pause(sl_source_t *s) {
@@ -277,24 +337,49 @@ static void file_pause(sl_source_t *s) {
 }
 
 static void file_resume(sl_source_t *s) {
-  if (s->impl)
-    sl_fsrc_resume(s->impl);
+  file_src_t *fs = s->impl;
+  if (fs && fs->f)
+    sl_fsrc_resume(fs->f);
 }
 
 static void file_stop(sl_source_t *s) {
-  if (s->impl)
-    sl_fsrc_stop(s->impl);
+  file_src_t *fs = s->impl;
+  if (fs && fs->f)
+    sl_fsrc_stop(fs->f);
   else if (!s->ended)
     sl_source_end(s, 0);
 }
 
+/* Also frees an impl that seek made for a source that never started. */
 static void file_close(sl_source_t *s, sl_source_cb done) {
-  sl_fsrc_t *f = s->impl;
+  file_src_t *fs = s->impl;
+  sl_fsrc_t *f = fs ? fs->f : NULL;
   s->impl = NULL;
+  free(fs);
   if (f)
     sl_fsrc_close(f, done);
   else
     done(s);
+}
+
+static int64_t file_offset(sl_source_t *s) {
+  file_src_t *fs = s->impl;
+  if (!fs)
+    return 0;
+  return fs->f ? sl_fsrc_offset(fs->f) : fs->start_at;
+}
+
+static int file_seek(sl_source_t *s, int64_t offset) {
+  file_src_t *fs = file_impl(s);
+  if (!fs)
+    return -1;
+  if (offset < 0 || fs->f) {
+    sl_log(SL_LOG_ERROR, "source", "'%s': cannot seek to %lld%s", s->cfg->name,
+           (long long)offset, fs->f ? ": already started" : "");
+    return -1;
+  }
+  fs->start_at = offset;
+  return 0;
 }
 
 const sl_source_vt_t sl_source_file_vt = {
@@ -304,4 +389,6 @@ const sl_source_vt_t sl_source_file_vt = {
     .resume = file_resume,
     .stop = file_stop,
     .close = file_close,
+    .offset = file_offset,
+    .seek = file_seek,
 };

@@ -20,6 +20,12 @@ typedef struct sl_fsrc_s sl_fsrc_t;
 sl_fsrc_t *sl_fsrc_start(sl_source_t *s, uv_file fd, int own_fd, int64_t offset,
                          int follow, const char *name);
 void sl_fsrc_resume(sl_fsrc_t *f);
+/* Byte offset of the first byte of the next line not yet handed to
+ * sl_source_emit; -1 for a reader started at offset -1 (stdin). */
+int64_t sl_fsrc_offset(const sl_fsrc_t *f);
+/* The arithmetic of sl_fsrc_offset: the position of the next read minus the
+ * bytes of the unfinished line held by the splitter. */
+int64_t sl_fsrc_next_offset(int64_t read_pos, uint64_t pending);
 void sl_fsrc_stop(sl_fsrc_t *f);
 /* Closes handles, frees f (once no read is in flight), then done(s). */
 void sl_fsrc_close(sl_fsrc_t *f, sl_source_cb done);

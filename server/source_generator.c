@@ -12,6 +12,11 @@
  * chunk of 4096 records per loop turn, so sockets, timers and signals are
  * still served between chunks. Either way the source stops within a chunk as
  * soon as the core pauses it, and resume restarts the pacing from then.
+ *
+ * Replay: `offset` is the number of the next record to emit; `seek(n)`,
+ * called before start, makes the first record "n", so the output goes on
+ * exactly where the checkpoint left it. With a count, a source seeked past
+ * it ends at once.
  */
 #include "endpoint.h"
 #include "log.h"
@@ -31,6 +36,7 @@ typedef struct gen_s {
   uint64_t base_ms; /* pacing: uv_now() when it started */
   int running;      /* the timer or the idle handle is active */
   int pending;      /* handles whose close callback is due */
+  int started;      /* start ran: the handles are initialized */
   sl_source_cb done;
 } gen_t;
 
@@ -116,38 +122,77 @@ static void gen_run(gen_t *g) {
     uv_idle_start(&g->idle, gen_on_idle);
 }
 
+/* The impl, made by seek or start (whichever runs first); its handles are
+ * initialized by start. NULL after an ERROR log. */
+static gen_t *gen_impl(sl_source_t *s) {
+  if (!s->impl) {
+    gen_t *g = calloc(1, sizeof *g);
+    if (!g) {
+      sl_log(SL_LOG_ERROR, "source", "'%s': out of memory", s->cfg->name);
+      return NULL;
+    }
+    g->s = s;
+    g->next = 1;
+    s->impl = g;
+  }
+  return s->impl;
+}
+
 static int gen_start(sl_source_t *s) {
+  gen_t *g = gen_impl(s);
+  if (!g)
+    return -1;
   if (!(s->cfg->rate >= 0)) { /* negative or NaN */
     sl_log(SL_LOG_ERROR, "source", "'%s': rate must be >= 0", s->cfg->name);
+    free(g);
+    s->impl = NULL;
     return -1;
   }
-  gen_t *g = calloc(1, sizeof *g);
-  if (!g) {
-    sl_log(SL_LOG_ERROR, "source", "'%s': out of memory", s->cfg->name);
-    return -1;
-  }
-  g->s = s;
-  g->next = 1;
   uv_timer_init(s->loop, &g->timer);
   uv_idle_init(s->loop, &g->idle);
   g->timer.data = g->idle.data = g;
-  s->impl = g;
+  g->started = 1;
   gen_run(g);
   return 0;
 }
 
+static int64_t gen_offset(sl_source_t *s) {
+  gen_t *g = s->impl;
+  return g ? (int64_t)g->next : 1;
+}
+
+static int gen_seek(sl_source_t *s, int64_t offset) {
+  gen_t *g = gen_impl(s);
+  if (!g)
+    return -1;
+  if (offset < 1 || g->started) {
+    sl_log(SL_LOG_ERROR, "source", "'%s': cannot seek to record %lld%s",
+           s->cfg->name, (long long)offset,
+           g->started ? ": already started" : "");
+    return -1;
+  }
+  g->next = (uint64_t)offset;
+  return 0;
+}
+
+/* The impl once started, else NULL. */
+static gen_t *gen_live(sl_source_t *s) {
+  gen_t *g = s->impl;
+  return g && g->started ? g : NULL;
+}
+
 static void gen_pause(sl_source_t *s) {
-  if (s->impl)
+  if (gen_live(s))
     gen_halt(s->impl);
 }
 
 static void gen_resume(sl_source_t *s) {
-  if (s->impl)
+  if (gen_live(s))
     gen_run(s->impl);
 }
 
 static void gen_stop(sl_source_t *s) {
-  if (s->impl)
+  if (gen_live(s))
     gen_halt(s->impl);
   if (!s->ended)
     sl_source_end(s, 0);
@@ -166,7 +211,8 @@ static void gen_on_closed(uv_handle_t *h) {
 static void gen_close(sl_source_t *s, sl_source_cb done) {
   gen_t *g = s->impl;
   s->impl = NULL;
-  if (!g) {
+  if (!g || !g->started) { /* also an impl seek made, never started */
+    free(g);
     done(s);
     return;
   }
@@ -184,4 +230,6 @@ const sl_source_vt_t sl_source_generator_vt = {
     .resume = gen_resume,
     .stop = gen_stop,
     .close = gen_close,
+    .offset = gen_offset,
+    .seek = gen_seek,
 };
