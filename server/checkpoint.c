@@ -30,13 +30,14 @@ typedef struct sl_coord_s {
   double started_ms, every_ms, timeout_ms, last_trigger_ms;
   sl_ack_t **acked; /* [gid]: ack of `pending` */
   sl_ack_t **final; /* [gid]: ack taken at END */
+  uint8_t *commit;  /* [gid]: the sink pre-committed the image being stored */
   int64_t *src_end; /* [gid]: end offset of an ended source; INT64_MIN */
   int all_closing;  /* every source ended with its input (not a stop) */
   int final_done;   /* the final checkpoint is stored (or failed) */
   int storing;
   uv_work_t work;
   uint64_t work_id;
-  int work_final, work_rc;
+  int work_final, work_end, work_rc; /* end: the checkpoint taken at END */
   uint8_t *work_data;
   size_t work_len;
   char *work_err;
@@ -138,21 +139,27 @@ static void do_store(uv_work_t *w) {
 static void store_image(sl_coord_t *k, sl_ckpt_t *img, sl_ack_t **acks) {
   sl_core_t *c = k->c;
   int rc = 0;
-  for (int g = 0; g < c->plan->n_insts && !rc; g++)
-    if (takes_part(c, g))
-      rc = add_parts(img, c, acks && acks[g] ? acks[g] : k->final[g]);
+  for (int g = 0; g < c->plan->n_insts && !rc; g++) {
+    if (!takes_part(c, g))
+      continue;
+    /* a sink whose own ack is in the image commits it; one that ended
+     * before the barrier commits at the final checkpoint */
+    k->commit[g] = !acks || acks[g];
+    rc = add_parts(img, c, acks && acks[g] ? acks[g] : k->final[g]);
+  }
   if (!rc)
     rc = sl_ckpt_encode(img, &k->work_data, &k->work_len);
   if (rc) {
     sl_log(SL_LOG_ERROR, "checkpoint", "%" PRIu64 ": out of memory", img->id);
     k->failed++;
-    if (img->final)
+    if (!acks)
       k->final_done = 1;
     return;
   }
   k->storing = 1;
   k->work_id = img->id;
   k->work_final = img->final;
+  k->work_end = acks == NULL;
   k->work_started = sl_now_ms();
   k->work.data = k;
   uv_queue_work(&c->loop, &k->work, do_store, after_store);
@@ -160,9 +167,10 @@ static void store_image(sl_coord_t *k, sl_ckpt_t *img, sl_ack_t **acks) {
 
 static void commit_sinks(sl_coord_t *k, uint64_t id) {
   sl_core_t *c = k->c;
-  for (int i = 0; i < c->n_sinks; i++) {
-    sl_sink_t *s = &c->sinks[i];
-    if (s->vt->commit && s->cfg->exactly_once && s->vt->commit(s, id))
+  for (int g = 0; g < c->plan->n_insts; g++) {
+    sl_sink_t *s = c->insts[g].sink;
+    if (s && k->commit[g] && s->vt->commit && s->cfg->exactly_once &&
+        s->vt->commit(s, id))
       sl_core_fail(c, 3);
   }
 }
@@ -177,7 +185,7 @@ static void after_store(uv_work_t *w, int status) {
            "%" PRIu64 "%s completed: %zu bytes, %.0f ms (store %.0f ms)",
            k->work_id, k->work_final ? " (final)" : "", k->work_len,
            sl_now_ms() - k->started_ms, sl_now_ms() - k->work_started);
-    commit_sinks(k, k->work_final ? SL_CKPT_FINAL : k->work_id);
+    commit_sinks(k, k->work_end ? SL_CKPT_FINAL : k->work_id);
   } else {
     k->failed++;
     sl_log(SL_LOG_ERROR, "checkpoint", "%" PRIu64 " failed: %s", k->work_id,
@@ -187,7 +195,7 @@ static void after_store(uv_work_t *w, int status) {
   k->work_err = NULL;
   free(k->work_data);
   k->work_data = NULL;
-  if (k->work_final)
+  if (k->work_end)
     k->final_done = 1;
   uv_async_send(&k->c->wake);
 }
@@ -449,7 +457,8 @@ int sl_checkpoint_open(sl_core_t *c, const char *restore) {
   k->final = calloc((size_t)p->n_insts + 1, sizeof *k->final);
   k->src_end = calloc((size_t)p->n_insts + 1, sizeof *k->src_end);
   k->rs = calloc((size_t)p->max_parallelism + 1, sizeof *k->rs);
-  if (!k->acked || !k->final || !k->src_end || !k->rs)
+  k->commit = calloc((size_t)p->n_insts + 1, 1);
+  if (!k->acked || !k->final || !k->src_end || !k->rs || !k->commit)
     return SL_EXIT_RUNTIME;
   for (int g = 0; g < p->n_insts; g++)
     k->src_end[g] = INT64_MIN;
@@ -563,6 +572,7 @@ void sl_checkpoint_close(sl_core_t *c) {
   free(k->final);
   free(k->src_end);
   free(k->rs);
+  free(k->commit);
   sl_ckpt_free(&k->img);
   sl_ckpt_free(&k->restored);
   if (k->store)

@@ -133,6 +133,14 @@ static int restore(sl_core_t *c, sl_sink_t *k, int gid) {
   if (!k->cfg->exactly_once || !k->vt->restore)
     return 0;
   const sl_ckpt_entry_t *e = sl_checkpoint_sink_state(c, gid);
+  if (e && e->len == 0) {
+    sl_log(SL_LOG_ERROR, "sink",
+           "'%s': the checkpoint was taken without exactly_once, so it does "
+           "not say what this sink committed; restore it with the guarantee "
+           "it was taken with, or start over with --restore none",
+           k->cfg->name);
+    return -1;
+  }
   return k->vt->restore(k, e ? e->blob : NULL, e ? e->len : 0);
 }
 

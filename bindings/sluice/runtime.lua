@@ -1005,6 +1005,69 @@ function W:gids()
   return r
 end
 
+-- Checkpoints: keyed state and timers by key group, so that a pipeline
+-- restored with another parallelism finds every key (Flink's key groups:
+-- group = hash(key) % max_parallelism, as the key grouping routes it).
+local function key_group(w, key)
+  local s = key
+  if type(s) ~= "string" then
+    if s == nil then s = "" else s = tostring(s) end
+  end
+  return w.port.hash(s) % w.max_parallelism
+end
+
+-- { [group] = bytes } for one instance (groups without state are absent).
+function W:snapshot_groups(gid)
+  local inst = get_inst(self, gid, "snapshot")
+  local groups = {}
+  local function group(key)
+    local kg = key_group(self, key)
+    local g = groups[kg]
+    if not g then
+      g = { v = 1, states = {}, timers = {} }
+      groups[kg] = g
+    end
+    return g
+  end
+  for k, s in next, inst.states do
+    if next(s) ~= nil then group(k).states[k] = s end
+  end
+  local ns = inst.nil_state
+  if ns and next(ns) ~= nil then group(nil).nil_state = ns end
+  for slot, set in next, inst.tset do
+    local key = slot
+    if key == NILKEY then key = nil end
+    local timers = group(key).timers
+    for t in next, set do timers[#timers + 1] = { t = t, key = key } end
+  end
+  local out, enc = {}, self.enc
+  for kg, g in next, groups do
+    enc:reset()
+    enc:encode(g)
+    out[kg] = enc:tostring()
+  end
+  enc:reset()
+  return out
+end
+
+-- Adds the key groups in `list` (bytes from snapshot_groups) to an instance.
+function W:restore_groups(gid, list)
+  local inst = get_inst(self, gid, "restore")
+  local states = inst.states
+  for _, bytes in ipairs(list) do
+    local ok, g = pcall(buffer.decode, bytes)
+    if not ok or type(g) ~= "table" or g.v ~= 1 then
+      error(format("restore: %s: not a sluice key-group snapshot (%s)",
+                   inst.component, ok and "bad shape" or errstr(g)), 0)
+    end
+    for k, st in next, g.states or {} do states[k] = st end
+    if g.nil_state then inst.nil_state = g.nil_state end
+    for _, tm in ipairs(g.timers or {}) do add_timer(self, inst, tm.key, tm.t) end
+  end
+  rawset(inst.ctx, "state", nil)
+  return true
+end
+
 M.Worker = W
 M.NILKEY = NILKEY
 return M
