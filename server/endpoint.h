@@ -108,7 +108,8 @@ struct sl_sink_s {
   uv_loop_t *loop;
   void *impl;
   void *core;
-  int busy; /* set by the sink when full; cleared by sl_sink_ready */
+  int busy;    /* set by the sink when full; cleared by sl_sink_ready */
+  int resumed; /* set before start: the run resumes from a checkpoint */
   uint64_t records_in, errors;
 };
 

@@ -130,9 +130,12 @@ static int feed(sl_core_t *c, sl_sink_t *k) {
 /* A committing sink is brought back to the restored checkpoint (or, with
  * none, to empty) before it starts. */
 static int restore(sl_core_t *c, sl_sink_t *k, int gid) {
-  if (!k->cfg->exactly_once || !k->vt->restore)
-    return 0;
   const sl_ckpt_entry_t *e = sl_checkpoint_sink_state(c, gid);
+  if (!k->cfg->exactly_once || !k->vt->restore) {
+    /* at-least-once: after a restore, keep what was written and append */
+    k->resumed = e != NULL;
+    return 0;
+  }
   if (e && e->len == 0) {
     sl_log(SL_LOG_ERROR, "sink",
            "'%s': the checkpoint was taken without exactly_once, so it does "

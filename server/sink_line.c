@@ -417,8 +417,11 @@ static int file_start(sl_sink_t *k) {
   }
   if (k->cfg->exactly_once)
     return file_start_eo(k);
-  int fd = uv_fs_open(NULL, &req, path,
-                      O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644, NULL);
+  /* a run resumed from a checkpoint appends (at_least_once: the replayed
+   * records come again); a fresh run starts the file afresh */
+  int how = k->resumed ? O_APPEND : O_TRUNC;
+  int fd = uv_fs_open(NULL, &req, path, O_WRONLY | O_CREAT | how | O_CLOEXEC,
+                      0644, NULL);
   uv_fs_req_cleanup(&req);
   if (fd < 0) {
     sl_log(SL_LOG_ERROR, "sink", "'%s': cannot open %s: %s", k->cfg->name, path,
