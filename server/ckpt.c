@@ -125,6 +125,11 @@ int sl_ckpt_add_source(sl_ckpt_t *c, const char *node, int64_t offset) {
   return sl_ckpt_add(c, SL_CKPT_SOURCE, node, -1, offset, NULL, 0);
 }
 
+int sl_ckpt_add_source_pos(sl_ckpt_t *c, const char *node, int64_t offset,
+                           const void *pos, size_t len) {
+  return sl_ckpt_add(c, SL_CKPT_SOURCE, node, -1, offset, pos, len);
+}
+
 int sl_ckpt_add_sink(sl_ckpt_t *c, const char *node, const void *blob,
                      size_t len) {
   return sl_ckpt_add(c, SL_CKPT_SINK, node, -1, 0, blob, len);

@@ -48,6 +48,9 @@ void sl_ckpt_init(sl_ckpt_t *c, uint64_t id);
 void sl_ckpt_free(sl_ckpt_t *c); /* frees entries; c can be re-inited */
 /* Adders copy node and blob. 0 ok, -1 OOM. */
 int sl_ckpt_add_source(sl_ckpt_t *c, const char *node, int64_t offset);
+/* A source whose position is bytes (a Redis Stream entry id). */
+int sl_ckpt_add_source_pos(sl_ckpt_t *c, const char *node, int64_t offset,
+                           const void *pos, size_t len);
 int sl_ckpt_add_sink(sl_ckpt_t *c, const char *node, const void *blob,
                      size_t len);
 int sl_ckpt_add_state(sl_ckpt_t *c, const char *node, int32_t kg,

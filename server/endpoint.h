@@ -31,6 +31,17 @@ typedef struct sl_node_cfg_s {
   int64_t count;       /* generator: records, -1 = unbounded */
   double rate;      /* generator: records per second, 0 = as fast as possible */
   int exactly_once; /* sinks: stage records until their checkpoint commits */
+  /* redis source and sink */
+  const char *url;      /* "redis://[:PASSWORD@]HOST:PORT[/DB]" */
+  const char *stream;   /* source: the stream key */
+  const char *group;    /* source: the consumer group */
+  const char *consumer; /* source: this consumer's name (stable across runs) */
+  const char *start_at; /* source: "first" | "last": where a new group starts */
+  const char *field;    /* source: the entry field that is the value; NULL =
+                           the whole entry as a table */
+  const char *command;  /* sink: "xadd" | "hset" | "set" | "publish" */
+  const char *key;      /* sink: the Redis key; "{key}" = the record's key */
+  const char *pipeline; /* the pipeline's name (redis sink: marker keys) */
 } sl_node_cfg_t;
 
 typedef struct sl_source_s sl_source_t;
@@ -58,6 +69,17 @@ typedef struct sl_source_vt_s {
    * BEFORE start, to resume from such an offset. 0 ok, -1 logged. */
   int64_t (*offset)(sl_source_t *s);
   int (*seek)(sl_source_t *s, int64_t offset);
+  /* Replay positions that are not a number (a Redis Stream entry id): used
+   * instead of offset/seek when set. position appends the position of the
+   * next record not yet emitted to *out; seek_position (before start)
+   * resumes after such a position. */
+  int (*position)(sl_source_t *s, sl_buf_t *out);
+  int (*seek_position)(sl_source_t *s, const uint8_t *pos, size_t len);
+  /* Checkpoint `id` is stored: the source may release what it covered
+   * (a Redis source XACKs the entries up to the position it recorded when
+   * barrier id was injected). NULL when not needed. */
+  void (*committed)(sl_source_t *s, uint64_t id, const uint8_t *pos,
+                    size_t len);
 } sl_source_vt_t;
 
 typedef struct sl_sink_vt_s {
