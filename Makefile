@@ -3,6 +3,7 @@
 #   make test         install missing packages, build, run every test (CTest)
 #   make test SANITIZE=1   the same, built with -fsanitize=address,undefined
 #   make bench        the benchmark (W1, W2 against LuaJIT alone)
+#   make bench-checkpoint   what checkpoints cost (W2 exactly_once vs none, 1M keys)
 BUILD ?= build
 SANITIZE ?= 0
 ifeq ($(SANITIZE),1)
@@ -13,7 +14,7 @@ else
 endif
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps build run test bench clean format
+.PHONY: all deps build run test bench bench-checkpoint clean format
 
 all: build
 
@@ -35,6 +36,9 @@ test: build
 
 bench: build
 	luajit bench/run.lua $(BUILD)/sluice
+
+bench-checkpoint: build
+	luajit bench/checkpoint.lua $(BUILD)/sluice
 
 format:
 	clang-format -i server/*.c server/*.h bindings/*.c spec/c/*.c bench/*.c 2>/dev/null || true
