@@ -469,26 +469,63 @@ local function make_sender(w, inst, out, out_index, nocache)
     local cache, cached = {}, 0
     local st = inst.stats
     local out_mark = st.records_out
-    return function(v, k, t)
+    local function miss(k)
+      local ch = chans[floor((hash(k) % maxp) * p / maxp)]
+      if cached >= ROUTE_CACHE then
+        tclear(cache)
+        cached = 0
+        if st.records_out - out_mark < 2 * ROUTE_CACHE then
+          w.port.log(0, inst.component, "key routing cache off: too many distinct keys")
+          inst.nocache[out_index] = true
+          w:build_emit(inst)
+        end
+        out_mark = st.records_out
+      end
+      cache[k] = ch
+      cached = cached + 1
+      return ch
+    end
+    local function sender(v, k, t)
       if type(k) ~= "string" then return direct(v, k, t) end
       local ch = cache[k]
-      if ch == nil then
-        ch = chans[floor((hash(k) % maxp) * p / maxp)]
-        if cached >= ROUTE_CACHE then
-          tclear(cache)
-          cached = 0
-          if st.records_out - out_mark < 2 * ROUTE_CACHE then
-            w.port.log(0, inst.component, "key routing cache off: too many distinct keys")
-            inst.nocache[out_index] = true
-            w:build_emit(inst)
-          end
-          out_mark = st.records_out
-        end
-        cache[k] = ch
-        cached = cached + 1
-      end
+      if ch == nil then ch = miss(k) end
       send(w, ch, v, k, t)
     end
+    -- The whole ctx.emit when this is the instance's only out edge: the
+    -- emit checks, the cached routing, deliver and put in one closure (the
+    -- same steps as make_emit -> sender -> send -> deliver | put, with
+    -- fewer calls on the per-record path).
+    local function emit(ctx, v, k, t)
+      if t == nil then t = ctx.time end
+      if type(t) ~= "number" then error("ctx:emit: time must be a number (ms)", 2) end
+      st.records_out = st.records_out + 1
+      if type(k) ~= "string" then return direct(v, k, t) end
+      local ch = cache[k]
+      if ch == nil then ch = miss(k) end
+      local d = ch.direct
+      if d then
+        if w.failed or d.closed then return end
+        local dst = d.stats
+        dst.records_in = dst.records_in + 1
+        local dctx = d.ctx
+        dctx.key = k
+        dctx.time = t
+        dctx.state = d.states[k]
+        local ok, err = pcall(d.process, dctx, v)
+        if not ok then on_error(w, d, err, v, k, t) end
+      else
+        local n = ch.n
+        local pend = ch.pend
+        local j = n * 3
+        pend[j + 1] = v
+        if rawequal(k, v) and ch.same_ok then pend[j + 2] = SAME else pend[j + 2] = k end
+        pend[j + 3] = t
+        n = n + 1
+        ch.n = n
+        if n >= BATCH then flush_chan(w, ch) end
+      end
+    end
+    return sender, emit
   elseif g == "broadcast" then
     return function(v, k, t)
       for i = 0, p - 1 do send(w, chans[i], v, k, t) end
@@ -555,11 +592,13 @@ end
 
 -- (Re)builds ctx.emit of an instance from its out edges.
 function W:build_emit(inst)
-  local senders = {}
-  for i, out in ipairs(inst.desc.outs or {}) do
-    senders[i] = make_sender(self, inst, out, i, inst.nocache[i])
+  local senders, emit = {}, nil
+  local outs = inst.desc.outs or {}
+  for i, out in ipairs(outs) do
+    senders[i], emit = make_sender(self, inst, out, i, inst.nocache[i])
   end
-  inst.ctx.emit = make_emit(self, inst, senders)
+  if #outs ~= 1 or emit == nil then emit = make_emit(self, inst, senders) end
+  inst.ctx.emit = emit
 end
 
 -- ctx:log(level, ...)
