@@ -28,12 +28,14 @@ typedef struct sl_coord_s {
   sl_ack_t *queue; /* acks handed over by any thread (mu) */
   uint64_t last_id, pending;
   double started_ms, every_ms, timeout_ms, last_trigger_ms;
-  sl_ack_t **acked; /* [gid]: ack of `pending` */
-  sl_ack_t **final; /* [gid]: ack taken at END */
-  uint8_t *commit;  /* [gid]: the sink pre-committed the image being stored */
-  int64_t *src_end; /* [gid]: end offset of an ended source; INT64_MIN */
-  int all_closing;  /* every source ended with its input (not a stop) */
-  int final_done;   /* the final checkpoint is stored (or failed) */
+  sl_ack_t **acked;  /* [gid]: ack of `pending` */
+  sl_ack_t **final;  /* [gid]: ack taken at END */
+  uint8_t *commit;   /* [gid]: the sink pre-committed the image being stored */
+  int64_t *src_end;  /* [gid]: end offset of an ended source; INT64_MIN */
+  sl_buf_t *src_pos; /* [gid]: byte position (redis) at the last barrier */
+  sl_buf_t *end_pos; /* [gid]: byte position at the source's end */
+  int all_closing;   /* every source ended with its input (not a stop) */
+  int final_done;    /* the final checkpoint is stored (or failed) */
   int storing;
   uv_work_t work;
   uint64_t work_id;
@@ -121,7 +123,11 @@ static int add_sources(sl_ckpt_t *img, sl_coord_t *k) {
   for (int g = 0; g < c->plan->n_insts; g++) {
     if (!is_source(c, g))
       continue;
-    if (sl_ckpt_add_source(img, name_of(c, g), k->src_end[g]))
+    int rc = k->end_pos[g].len
+                 ? sl_ckpt_add_source_pos(img, name_of(c, g), -1,
+                                          k->end_pos[g].data, k->end_pos[g].len)
+                 : sl_ckpt_add_source(img, name_of(c, g), k->src_end[g]);
+    if (rc)
       return -1;
   }
   return 0;
@@ -175,6 +181,19 @@ static void commit_sinks(sl_coord_t *k, uint64_t id) {
   }
 }
 
+/* Replayable sources with positions may now release what the stored
+ * checkpoint covers (the positions recorded when it was taken). */
+static void committed_sources(sl_coord_t *k, uint64_t id, int end) {
+  sl_core_t *c = k->c;
+  for (int g = 0; g < c->plan->n_insts; g++) {
+    sl_source_t *s = c->insts[g].source;
+    sl_buf_t *pos =
+        end || k->src_end[g] != INT64_MIN ? &k->end_pos[g] : &k->src_pos[g];
+    if (s && s->vt->committed && pos->len)
+      s->vt->committed(s, id, pos->data, pos->len);
+  }
+}
+
 static void after_store(uv_work_t *w, int status) {
   sl_coord_t *k = w->data;
   (void)status;
@@ -186,6 +205,7 @@ static void after_store(uv_work_t *w, int status) {
            k->work_id, k->work_final ? " (final)" : "", k->work_len,
            sl_now_ms() - k->started_ms, sl_now_ms() - k->work_started);
     commit_sinks(k, k->work_end ? SL_CKPT_FINAL : k->work_id);
+    committed_sources(k, k->work_id, k->work_end);
   } else {
     k->failed++;
     sl_log(SL_LOG_ERROR, "checkpoint", "%" PRIu64 " failed: %s", k->work_id,
@@ -217,24 +237,41 @@ static int sources_all_ended(const sl_coord_t *k) {
   return 1;
 }
 
+static void push_barrier(sl_core_t *c, int gid, uint64_t id) {
+  const sl_plan_inst_t *pi = &c->plan->insts[gid];
+  for (int i = 0; i < pi->n_out_ch; i++) {
+    sl_batch_t *b = sl_batch_create(SL_BATCH_BARRIER, NULL, 0, 0);
+    if (!b) {
+      sl_core_fail(c, 3);
+      return;
+    }
+    b->id = id;
+    sl_channel_push(&c->chans[pi->out_ch[i]], b);
+  }
+}
+
 /* Injects barrier id at one source (recording its offset first). */
 static void inject(sl_coord_t *k, sl_ckpt_t *img, int gid, uint64_t id) {
   sl_core_t *c = k->c;
   sl_source_t *s = c->insts[gid].source;
   int64_t off = k->src_end[gid];
+  if (s->vt->position) {
+    if (off == INT64_MIN) {
+      sl_source_flush(s);
+      k->src_pos[gid].len = 0;
+      if (s->vt->position(s, &k->src_pos[gid]))
+        sl_core_fail(c, 3);
+      push_barrier(c, gid, id);
+    }
+    sl_buf_t *pos = off == INT64_MIN ? &k->src_pos[gid] : &k->end_pos[gid];
+    if (sl_ckpt_add_source_pos(img, name_of(c, gid), -1, pos->data, pos->len))
+      sl_core_fail(c, 3);
+    return;
+  }
   if (off == INT64_MIN) {
     sl_source_flush(s);
     off = s->vt->offset ? s->vt->offset(s) : -1;
-    const sl_plan_inst_t *pi = &c->plan->insts[gid];
-    for (int i = 0; i < pi->n_out_ch; i++) {
-      sl_batch_t *b = sl_batch_create(SL_BATCH_BARRIER, NULL, 0, 0);
-      if (!b) {
-        sl_core_fail(c, 3);
-        return;
-      }
-      b->id = id;
-      sl_channel_push(&c->chans[pi->out_ch[i]], b);
-    }
+    push_barrier(c, gid, id);
   }
   if (sl_ckpt_add_source(img, name_of(c, gid), off))
     sl_core_fail(c, 3);
@@ -351,6 +388,12 @@ void sl_checkpoint_source_ended(sl_core_t *c, int gid, int64_t offset,
   if (!k)
     return;
   k->src_end[gid] = offset;
+  sl_source_t *s = c->insts[gid].source;
+  if (s && s->vt->position) {
+    k->end_pos[gid].len = 0;
+    if (s->vt->position(s, &k->end_pos[gid]))
+      sl_core_fail(c, 3);
+  }
   if (!closing)
     k->all_closing = 0;
 }
@@ -458,7 +501,10 @@ int sl_checkpoint_open(sl_core_t *c, const char *restore) {
   k->src_end = calloc((size_t)p->n_insts + 1, sizeof *k->src_end);
   k->rs = calloc((size_t)p->max_parallelism + 1, sizeof *k->rs);
   k->commit = calloc((size_t)p->n_insts + 1, 1);
-  if (!k->acked || !k->final || !k->src_end || !k->rs || !k->commit)
+  k->src_pos = calloc((size_t)p->n_insts + 1, sizeof *k->src_pos);
+  k->end_pos = calloc((size_t)p->n_insts + 1, sizeof *k->end_pos);
+  if (!k->acked || !k->final || !k->src_end || !k->rs || !k->commit ||
+      !k->src_pos || !k->end_pos)
     return SL_EXIT_RUNTIME;
   for (int g = 0; g < p->n_insts; g++)
     k->src_end[g] = INT64_MIN;
@@ -487,6 +533,13 @@ int sl_checkpoint_open(sl_core_t *c, const char *restore) {
     return -1;
   }
   return 0;
+}
+
+const sl_ckpt_entry_t *sl_checkpoint_source_entry(sl_core_t *c, int gid) {
+  sl_coord_t *k = c->coord;
+  if (!k || !k->have_restored)
+    return NULL;
+  return sl_ckpt_find(&k->restored, SL_CKPT_SOURCE, name_of(c, gid), -1);
 }
 
 int64_t sl_checkpoint_source_offset(sl_core_t *c, int gid) {
@@ -573,6 +626,12 @@ void sl_checkpoint_close(sl_core_t *c) {
   free(k->src_end);
   free(k->rs);
   free(k->commit);
+  for (int g = 0; k->src_pos && k->end_pos && g < c->plan->n_insts; g++) {
+    sl_buf_free(&k->src_pos[g]);
+    sl_buf_free(&k->end_pos[g]);
+  }
+  free(k->src_pos);
+  free(k->end_pos);
   sl_ckpt_free(&k->img);
   sl_ckpt_free(&k->restored);
   if (k->store)

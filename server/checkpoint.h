@@ -66,6 +66,7 @@ void sl_checkpoint_source_ended(sl_core_t *c, int gid, int64_t offset,
 /* What a restored checkpoint says of a source (its offset, -1 = none) and
  * of a sink (its state entry, NULL = none). Main thread, at start. */
 int64_t sl_checkpoint_source_offset(sl_core_t *c, int gid);
+const sl_ckpt_entry_t *sl_checkpoint_source_entry(sl_core_t *c, int gid);
 const sl_ckpt_entry_t *sl_checkpoint_sink_state(sl_core_t *c, int gid);
 void sl_checkpoint_stop(sl_core_t *c);  /* close timers (shutdown) */
 void sl_checkpoint_close(sl_core_t *c); /* free (after the loop ended) */

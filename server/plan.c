@@ -157,6 +157,15 @@ static void read_node(lua_State *L, sl_plan_node_t *n, int *oom) {
   lua_getfield(L, -1, "follow");
   c->follow = lua_toboolean(L, -1);
   lua_pop(L, 1);
+  c->url = get_str(L, "url", oom);
+  c->stream = get_str(L, "stream", oom);
+  c->group = get_str(L, "group", oom);
+  c->consumer = get_str(L, "consumer", oom);
+  c->start_at = get_str(L, "start_at", oom);
+  c->field = get_str(L, "field", oom);
+  c->command = get_str(L, "command", oom);
+  c->key = get_str(L, "key", oom);
+  c->pipeline = get_str(L, "pipeline", oom);
   c->max_line = (size_t)get_num(L, "max_line", 1048576);
   c->count = (int64_t)get_num(L, "count", -1);
   c->rate = get_num(L, "rate", 0);
@@ -429,6 +438,11 @@ static void free_cfg(sl_node_cfg_t *c) {
   free((char *)c->path);
   free((char *)c->listen);
   free((char *)c->connect);
+  const char *redis[] = {c->url,      c->stream,   c->group,
+                         c->consumer, c->start_at, c->field,
+                         c->command,  c->key,      c->pipeline};
+  for (size_t i = 0; i < sizeof redis / sizeof redis[0]; i++)
+    free((char *)redis[i]);
 }
 
 void sl_plan_destroy(sl_plan_t *p) {

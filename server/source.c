@@ -145,6 +145,12 @@ void sl_source_reject(sl_source_t *s, const char *why) {
 
 /* Resumes from a restored checkpoint's offset, if there is one. */
 static int seek(sl_core_t *c, sl_source_t *s, int gid) {
+  const sl_ckpt_entry_t *e = sl_checkpoint_source_entry(c, gid);
+  if (e && e->len && s->vt->seek_position) {
+    sl_log(SL_LOG_INFO, "source", "'%s' resumes after position %.*s",
+           s->cfg->name, (int)e->len, (const char *)e->blob);
+    return s->vt->seek_position(s, e->blob, e->len);
+  }
   int64_t off = sl_checkpoint_source_offset(c, gid);
   if (off < 0)
     return 0;

@@ -17,11 +17,11 @@ local M = {}
 -- are rejected with "FIELD is not supported by this version yet" while false.
 M.supported = { checkpoint = true, admin = false }
 
-local SOURCE_KINDS = { file = true, stdin = true, tcp = true, generator = true }
-local SINK_KINDS = { stdout = true, file = true, tcp = true }
-local LATER_KINDS = { redis = true }
-local SOURCE_KIND_LIST = "file, stdin, tcp, generator"
-local SINK_KIND_LIST = "stdout, file, tcp"
+local SOURCE_KINDS = { file = true, stdin = true, tcp = true, generator = true, redis = true }
+local SINK_KINDS = { stdout = true, file = true, tcp = true, redis = true }
+local LATER_KINDS = {}
+local SOURCE_KIND_LIST = "file, stdin, tcp, generator, redis"
+local SINK_KIND_LIST = "stdout, file, tcp, redis"
 
 -- Fields allowed per declaration (and per kind for sources and sinks).
 local FIELDS = {
@@ -35,11 +35,14 @@ local FIELDS = {
     stdin = { kind = true, max_line = true },
     tcp = { kind = true, listen = true, max_line = true },
     generator = { kind = true, count = true, rate = true },
+    redis = { kind = true, url = true, stream = true, group = true, consumer = true,
+              start = true, field = true },
   },
   sink = {
     stdout = { kind = true, from = true },
     file = { kind = true, path = true, from = true },
     tcp = { kind = true, connect = true, from = true },
+    redis = { kind = true, url = true, command = true, key = true, from = true },
   },
 }
 -- Every field any kind of source/sink knows (to tell "unknown" from "not for this kind").
@@ -54,16 +57,17 @@ ANY_FIELD.sink.parallelism = true
 ANY_FIELD.source.from = true
 
 local REQUIRED = {
-  source = { file = { "path" }, tcp = { "listen" } },
-  sink = { file = { "path" }, tcp = { "connect" } },
+  source = { file = { "path" }, tcp = { "listen" }, redis = { "url", "stream" } },
+  sink = { file = { "path" }, tcp = { "connect" }, redis = { "url", "command", "key" } },
 }
 
 local GROUPINGS = { shuffle = true, key = true, broadcast = true, forward = true }
 local ON_ERROR = { skip = true, dead_letter = true, stop = true }
 local GUARANTEES = { at_most_once = 1, at_least_once = 2, exactly_once = 3 }
 local ALLOW = { io = true, os = true, ffi = true, require = true }
-local REPLAYABLE = { file = true, generator = true }
-local COMMITTING_SINKS = { file = true }
+local REPLAYABLE = { file = true, generator = true, redis = true }
+local COMMITTING_SINKS = { file = true, redis = true }
+local REDIS_COMMANDS = { xadd = true, hset = true, set = true, publish = true }
 
 local DEFAULT_MAX_LINE = 1048576
 local DEFAULT_MAX_PARALLELISM = 128
@@ -433,6 +437,36 @@ function M.load(path, opts)
     end
     return v
   end
+  -- A redis source or sink: url, and the kind's own fields.
+  local function check_redis(d, n)
+    local F = d.fields
+    local url = check_string(d, "url")
+    if url and not url:match("^redis://[^/?]+") then
+      ferr(d, "url", 'url must be "redis://[:PASSWORD@]HOST:PORT[/DB]" (got ' .. fmtval(url) .. ")")
+    end
+    n.url = url
+    if d.type == "source" then
+      n.stream = check_string(d, "stream")
+      n.group = check_string(d, "group")
+      n.consumer = check_string(d, "consumer")
+      n.field = check_string(d, "field") or "v"
+      local start = F.start
+      if start ~= nil and start ~= "first" and start ~= "last" then
+        ferr(d, "start", 'start must be "first" or "last" (got ' .. fmtval(start) .. ")")
+        start = nil
+      end
+      n.start_at = start or "last"
+    else
+      local cmd = F.command
+      if cmd ~= nil and not REDIS_COMMANDS[cmd] then
+        ferr(d, "command", "command must be xadd, hset, set or publish (got " .. fmtval(cmd) .. ")")
+        cmd = nil
+      end
+      n.command = cmd
+      n.key = check_string(d, "key")
+    end
+  end
+
   local function check_hostport(d, field, allow_port0)
     local v = d.fields[field]
     if v == nil then return nil end
@@ -617,6 +651,7 @@ function M.load(path, opts)
         else
           if kind == "tcp" then n.connect = check_hostport(d, "connect", false) end
         end
+        if kind == "redis" then check_redis(d, n) end
       end
     elseif d.type == "operator" then
       check_fields(d, FIELDS.operator)
@@ -965,6 +1000,20 @@ function M.load(path, opts)
   end
 
   if #errors > 0 then return nil, finish_errors() end
+
+  -- Redis defaults that depend on the pipeline's name: the consumer group
+  -- is the pipeline's, and a consumer's name is stable across restarts (its
+  -- pending entries are re-read after a restore).
+  for _, d in ipairs(decls) do
+    local n = d.node
+    if n and n.kind == "redis" then
+      n.pipeline = P.name
+      if d.type == "source" then
+        n.group = n.group or P.name
+        n.consumer = n.consumer or (P.name .. "-" .. n.name)
+      end
+    end
+  end
 
   -----------------------------------------------------------------------
   -- plan

@@ -29,11 +29,17 @@ local BAD = {
   },
   bad_field_for_other_kind = { "1: source 'a': field 'path' does not apply to kind 'stdin'" },
   bad_unknown_kind = {
-    "1: source 'a': unknown source kind \"kafka\" (file, stdin, tcp, generator)",
-    "3: sink 'b': unknown sink kind \"s3\" (stdout, file, tcp)",
+    "1: source 'a': unknown source kind \"kafka\" (file, stdin, tcp, generator, redis)",
+    "3: sink 'b': unknown sink kind \"s3\" (stdout, file, tcp, redis)",
   },
-  bad_redis_kind = { "1: source 'a': kind 'redis' is not supported yet" },
-  bad_missing_kind = { "1: source 'a': missing required field 'kind' (file, stdin, tcp, generator)" },
+  bad_redis_kind = {
+    "1: source 'a': missing required field 'stream'",
+    "3: sink 'c': missing required field 'key'",
+    "3: sink 'c': command must be xadd, hset, set or publish (got \"lpush\")",
+    "4: source 'd': url must be \"redis://[:PASSWORD@]HOST:PORT[/DB]\" (got \"http://x\")",
+    "4: source 'd': start must be \"first\" or \"last\" (got \"middle\")",
+  },
+  bad_missing_kind = { "1: source 'a': missing required field 'kind' (file, stdin, tcp, generator, redis)" },
   bad_missing_path = {
     "1: source 'a': missing required field 'path'",
     "2: sink 'b': missing required field 'path'",
