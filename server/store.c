@@ -54,9 +54,11 @@ int sl_store_open(const char *url, int keep, sl_store_t **out, char **err) {
     return sl_store_file_open(url + 7, keep, out, err);
   if (strncmp(url, "memory:", 7) == 0)
     return sl_store_memory_open(url + 7, keep, out, err);
+  if (strncmp(url, "redis://", 8) == 0)
+    return sl_store_redis_open(url, keep, out, err);
   return sl_store_errf(err,
                        "checkpoint store %s: unknown scheme (expected "
-                       "file://DIR or memory:NAME)",
+                       "file://DIR, redis://HOST:PORT/DB or memory:NAME)",
                        url);
 }
 

@@ -1,6 +1,7 @@
 /* store_impl.h - private to the checkpoint stores (store.c, store_file.c,
- * store_memory.c): the per-scheme vtable every store object starts with, and
- * the shared error formatter. Not for the rest of the core: use store.h.
+ * store_memory.c, store_redis.c): the per-scheme vtable every store object
+ * starts with, and the shared error formatter. Not for the rest of the core:
+ * use store.h.
  */
 #ifndef SL_STORE_IMPL_H
 #define SL_STORE_IMPL_H
@@ -28,6 +29,9 @@ int sl_store_file_open(const char *where, int keep, sl_store_t **out,
                        char **err);
 int sl_store_memory_open(const char *where, int keep, sl_store_t **out,
                          char **err);
+/* Takes the whole "redis://..." URL (redis_url.h parses it). */
+int sl_store_redis_open(const char *url, int keep, sl_store_t **out,
+                        char **err);
 
 /* Sets *err (when err is not NULL) to a malloc'd formatted message; leaves
  * it NULL if that allocation fails. Returns -1 for `return sl_store_errf()`.
