@@ -329,6 +329,49 @@ describe("e2e checkpoints", function()
     assert.are.equal(before, proc.read_file(dir .. "/out.txt"))
   end)
 
+  it("pending timers are in the snapshot: set before a SIGTERM, they fire after the restore, once", function()
+    -- each key sets one timer 2 s after its first record; the first run is
+    -- stopped before any is due, the second fires all 50
+    proc.write_file(dir .. "/timers.lua", [[
+local op = {}
+function op.process(ctx, v)
+  local st = ctx.state
+  if not st.set then
+    st.set = true
+    ctx:timer(ctx.time + 2000)
+  end
+end
+function op.timer(ctx, t) ctx:emit("fired " .. ctx.key) end
+return op
+]])
+    proc.write_file(dir .. "/p.conf", [[
+pipeline "tm" { workers = 2, checkpoint = { every = "100ms", store = "file://state" } }
+source   "gen"   { kind = "generator", rate = 200 }
+operator "key"   { script = "key.lua", from = "gen", parallelism = 2, params = { keys = 50 } }
+operator "tm"    { script = "timers.lua", from = "key", grouping = "key", parallelism = 2 }
+sink     "out"   { kind = "file", path = "out.txt", from = "tm" }
+]])
+    local pid, err = start()
+    proc.sleep(1.0)
+    proc.kill(pid, "TERM")
+    assert.are.equal(0, proc.wait(pid, 15), proc.tail(proc.read_file(err)))
+    assert.are.same({}, proc.file_lines(dir .. "/out.txt"), "a timer fired in the first second")
+    pid, err = start()
+    local all = proc.wait_for(function()
+      return #proc.file_lines(dir .. "/out.txt") >= 50 or not proc.alive(pid)
+    end, 10, 0.05)
+    proc.sleep(0.3) -- a duplicate would show up by now
+    proc.kill(pid, "TERM")
+    local code = proc.wait(pid, 15)
+    local s = proc.read_file(err) or ""
+    assert.are.equal(0, code, proc.tail(s))
+    assert.is_truthy(s:match("restoring checkpoint"), proc.tail(s))
+    local want = {}
+    for i = 0, 49 do want[#want + 1] = "fired k" .. i end
+    local d = diff(out_sorted(), proc.sorted(want))
+    assert.is_nil(d, (all and "" or "(waited 10 s) ") .. tostring(d))
+  end)
+
   it("check refuses exactly_once with a tcp source or a stdout sink (FILE:LINE, the guarantee it can give)", function()
     local f = proc.write_file(dir .. "/tcp.conf", [[
 pipeline "t" {
