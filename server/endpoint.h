@@ -31,6 +31,7 @@ typedef struct sl_node_cfg_s {
   int64_t count;       /* generator: records, -1 = unbounded */
   double rate;      /* generator: records per second, 0 = as fast as possible */
   int exactly_once; /* sinks: stage records until their checkpoint commits */
+  int checkpointing; /* sinks: checkpoints are taken (precommit is called) */
   /* redis source and sink */
   const char *url;      /* "redis://[:PASSWORD@]HOST:PORT[/DB]" */
   const char *stream;   /* source: the stream key */
@@ -147,6 +148,9 @@ void sl_source_flush(sl_source_t *s);
 void sl_source_end(sl_source_t *s, int closing);
 /* A rejected input (e.g. an oversized line): counted and logged. */
 void sl_source_reject(sl_source_t *s, const char *why);
+/* A fatal source error (Redis unreachable past its timeout): logged at
+ * ERROR, and the pipeline fails with exit code 5. */
+void sl_source_fail(sl_source_t *s, const char *why);
 
 /* ---- calls a sink makes into the core (server/sink.c) ---- */
 
@@ -160,9 +164,11 @@ extern const sl_source_vt_t sl_source_file_vt;
 extern const sl_source_vt_t sl_source_stdin_vt;
 extern const sl_source_vt_t sl_source_tcp_vt;
 extern const sl_source_vt_t sl_source_generator_vt;
+extern const sl_source_vt_t sl_source_redis_vt;
 extern const sl_sink_vt_t sl_sink_stdout_vt;
 extern const sl_sink_vt_t sl_sink_file_vt;
 extern const sl_sink_vt_t sl_sink_tcp_vt;
+extern const sl_sink_vt_t sl_sink_redis_vt;
 
 /* Parses "HOST:PORT" (IPv4 or [IPv6]) into addr. 0 ok, -1 bad. */
 int sl_endpoint_parse_addr(const char *hostport, struct sockaddr_storage *addr);

@@ -289,8 +289,10 @@ static void read_checkpoint(lua_State *L, sl_plan_t *p, int *oom) {
   p->exactly_once =
       p->ckpt_store && p->guarantee && !strcmp(p->guarantee, "exactly_once");
   for (int i = 0; i < p->n_nodes; i++)
-    if (p->nodes[i].type == SL_NODE_SINK)
+    if (p->nodes[i].type == SL_NODE_SINK) {
       p->nodes[i].cfg.exactly_once = p->exactly_once;
+      p->nodes[i].cfg.checkpointing = p->ckpt_store != NULL;
+    }
 }
 
 static int read_plan(lua_State *L, sl_plan_t *p) {

@@ -29,6 +29,8 @@ static const sl_sink_vt_t *vt_of(const char *kind) {
     return &sl_sink_file_vt;
   if (!strcmp(kind, "tcp"))
     return &sl_sink_tcp_vt;
+  if (!strcmp(kind, "redis"))
+    return &sl_sink_redis_vt;
   return NULL;
 }
 
@@ -58,8 +60,7 @@ static void precommit(sl_sink_t *k, uint64_t id) {
     return;
   sl_buf_t state;
   sl_buf_init(&state);
-  if (k->cfg->exactly_once && k->vt->precommit &&
-      k->vt->precommit(k, id, &state)) {
+  if (k->vt->precommit && k->vt->precommit(k, id, &state)) {
     sl_buf_free(&state);
     sl_core_fail(c, 3);
     return;

@@ -86,6 +86,7 @@ typedef struct lsink_s {
   int retrying;  /* the retry timer is armed */
   int failed, finishing, closing, timer_closed;
   sl_sink_cb finish_done, close_done;
+  int sync_writes; /* checkpointed at-least-once file: write(2) in place */
   /* exactly_once only (see the top comment) */
   int eo;
   int sfd;          /* the staging file */
@@ -359,11 +360,46 @@ static void ls_eo_kick(lsink_t *l) {
   }
 }
 
+/* A file sink of a checkpointed at-least-once pipeline writes with write(2)
+ * on the I/O thread, so that at a barrier everything it was given before the
+ * barrier is in the kernel (it survives the process being killed) before the
+ * checkpoint counts it as written. */
+static void ls_sync_kick(lsink_t *l) {
+  if (l->failed)
+    return;
+  if (l->wait.len > 0) {
+    ssize_t done = 0;
+    while ((size_t)done < l->wait.len) {
+      ssize_t r = write(l->fd, l->wait.data + done, l->wait.len - (size_t)done);
+      if (r < 0 && errno == EINTR)
+        continue;
+      if (r < 0) {
+        ls_fail(l, "write", -errno);
+        return;
+      }
+      done += r;
+    }
+    l->wait.len = 0;
+    ls_check_ready(l);
+  }
+  if (l->finishing && l->finish_done) {
+    int rc = ls_fsync(l->fd);
+    if (rc < 0)
+      ls_fail(l, "fsync", rc);
+    else
+      ls_finished(l);
+  }
+}
+
 /* Starts the next write if none is in flight: the rest of the current one,
  * else everything waiting; with nothing left, completes a finish. */
 static void ls_kick(lsink_t *l) {
   if (l->eo) {
     ls_eo_kick(l);
+    return;
+  }
+  if (l->sync_writes) {
+    ls_sync_kick(l);
     return;
   }
   if (!ls_idle(l) || l->failed)
@@ -428,8 +464,11 @@ static int file_start(sl_sink_t *k) {
            uv_strerror(fd));
     return -1;
   }
-  if (ls_new(k, fd, 1, path))
+  lsink_t *l = ls_new(k, fd, 1, path);
+  if (l) {
+    l->sync_writes = k->cfg->checkpointing;
     return 0;
+  }
   uv_fs_close(NULL, &req, fd, NULL);
   uv_fs_req_cleanup(&req);
   return -1;
@@ -553,8 +592,11 @@ fail_quiet:
 
 static int ls_precommit(sl_sink_t *k, uint64_t id, sl_buf_t *state) {
   lsink_t *l = k->impl;
-  if (!k->cfg->exactly_once)
-    return 0; /* at-least-once: nothing staged, no state */
+  if (!k->cfg->exactly_once) { /* at-least-once: written out, no state */
+    if (l && l->sync_writes)
+      ls_sync_kick(l);
+    return l && l->failed ? -1 : 0;
+  }
   if (!l || l->failed) {
     sl_log(SL_LOG_ERROR, "sink", "'%s': cannot precommit checkpoint %llu%s",
            k->cfg->name, (unsigned long long)id,
