@@ -537,10 +537,6 @@ function M.load(path, opts)
               .. fmtval(store) .. ")")
             store = nil
           end
-          if type(store) == "string" and store:match("^redis://") then
-            ferr(d, "store", "checkpoint.store: redis:// is not supported by this version yet")
-            store = nil
-          end
           for k in pairs(cp) do
             if k ~= "every" and k ~= "store" and k ~= "keep" and k ~= "timeout" then
               ferr(d, "checkpoint", "unknown field 'checkpoint." .. tostring(k) .. "'")

@@ -105,7 +105,7 @@ local BAD = {
   bad_checkpoint_fields = {
     "2: checkpoint.every must be a duration like \"500ms\", \"1s\", \"2m\" (got \"soon\")",
     "3: checkpoint.keep must be a whole number >= 1 (got 0)",
-    "4: checkpoint.store: redis:// is not supported by this version yet",
+    "4: checkpoint.store must be \"file://PATH\", \"redis://HOST:PORT/DB\" or \"memory:\" (got \"redis:/x\")",
   },
   bad_params = {
     "2: operator 'x': params must be a table (got \"fast\")",
