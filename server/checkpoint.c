@@ -154,6 +154,10 @@ static void store_image(sl_coord_t *k, sl_ckpt_t *img, sl_ack_t **acks) {
     rc = add_parts(img, c, acks && acks[g] ? acks[g] : k->final[g]);
   }
   if (!rc)
+    rc = sl_ckpt_add_meta(img, "pipeline", 0, c->plan->name) ||
+         sl_ckpt_add_meta(img, "max_parallelism", c->plan->max_parallelism,
+                          NULL);
+  if (!rc)
     rc = sl_ckpt_encode(img, &k->work_data, &k->work_len);
   if (rc) {
     sl_log(SL_LOG_ERROR, "checkpoint", "%" PRIu64 ": out of memory", img->id);
@@ -481,6 +485,61 @@ static int choose(sl_coord_t *k, const char *restore) {
   return code;
 }
 
+/* Opens the store; a Redis that cannot be reached is retried with
+ * back-off until checkpoint.connect_timeout, then the run fails with the
+ * exit code of an unreachable Redis. */
+static int open_store(sl_coord_t *k, const sl_plan_t *p) {
+  int redis = !strncmp(p->ckpt_store, "redis://", 8);
+  double deadline = sl_now_ms() + p->ckpt_connect_ms;
+  uint64_t delay = 100;
+  for (;;) {
+    char *err = NULL;
+    if (sl_store_open(p->ckpt_store, p->ckpt_keep, &k->store, &err) == 0)
+      return 0;
+    if (!redis || sl_now_ms() + (double)delay > deadline) {
+      sl_log(SL_LOG_ERROR, "checkpoint", "%s%s",
+             err ? err : "cannot open store",
+             redis ? " (gave up: checkpoint.connect_timeout)" : "");
+      free(err);
+      return redis ? SL_EXIT_REDIS : SL_EXIT_RUNTIME;
+    }
+    sl_log(SL_LOG_WARN, "checkpoint", "%s; retrying in %llu ms",
+           err ? err : "store unreachable", (unsigned long long)delay);
+    free(err);
+    uv_sleep((unsigned)delay);
+    delay = delay * 2 > 2000 ? 2000 : delay * 2;
+  }
+}
+
+/* A checkpoint of another pipeline, or taken with another number of key
+ * groups, cannot be restored: its keys would land in the wrong places. */
+static int check_meta(sl_coord_t *k) {
+  const sl_plan_t *p = k->c->plan;
+  const sl_ckpt_entry_t *name =
+      sl_ckpt_find(&k->restored, SL_CKPT_META, "pipeline", -1);
+  const sl_ckpt_entry_t *maxp =
+      sl_ckpt_find(&k->restored, SL_CKPT_META, "max_parallelism", -1);
+  if (name && (name->len != strlen(p->name) ||
+               memcmp(name->blob, p->name, name->len))) {
+    sl_log(SL_LOG_ERROR, "checkpoint",
+           "checkpoint %" PRIu64 " in %s belongs to pipeline '%.*s', not "
+           "'%s': give this pipeline its own store (or --restore none)",
+           k->restored.id, p->ckpt_store, (int)name->len,
+           (const char *)name->blob, p->name);
+    return SL_EXIT_CONF;
+  }
+  if (maxp && maxp->offset != p->max_parallelism) {
+    sl_log(SL_LOG_ERROR, "checkpoint",
+           "checkpoint %" PRIu64 " was taken with max_parallelism %lld; this "
+           "conf says %d: key groups cannot be remapped (keep %lld, or "
+           "--restore none)",
+           k->restored.id, (long long)maxp->offset, p->max_parallelism,
+           (long long)maxp->offset);
+    return SL_EXIT_CONF;
+  }
+  return 0;
+}
+
 int sl_checkpoint_open(sl_core_t *c, const char *restore) {
   const sl_plan_t *p = c->plan;
   if (!p->ckpt_store)
@@ -508,13 +567,10 @@ int sl_checkpoint_open(sl_core_t *c, const char *restore) {
     return SL_EXIT_RUNTIME;
   for (int g = 0; g < p->n_insts; g++)
     k->src_end[g] = INT64_MIN;
-  char *err = NULL;
-  if (sl_store_open(p->ckpt_store, p->ckpt_keep, &k->store, &err)) {
-    sl_log(SL_LOG_ERROR, "checkpoint", "%s", err ? err : "cannot open store");
-    free(err);
-    return SL_EXIT_RUNTIME;
-  }
-  int code = choose(k, restore);
+  int code = open_store(k, p);
+  if (code)
+    return code;
+  code = choose(k, restore);
   if (code)
     return code;
   if (!k->have_restored) {
@@ -522,6 +578,9 @@ int sl_checkpoint_open(sl_core_t *c, const char *restore) {
            p->ckpt_store);
     return 0;
   }
+  code = check_meta(k);
+  if (code)
+    return code;
   sl_log(SL_LOG_INFO, "checkpoint",
          "restoring checkpoint %" PRIu64 " (%d entries)", k->restored.id,
          k->restored.n);

@@ -125,6 +125,12 @@ int sl_ckpt_add_source(sl_ckpt_t *c, const char *node, int64_t offset) {
   return sl_ckpt_add(c, SL_CKPT_SOURCE, node, -1, offset, NULL, 0);
 }
 
+int sl_ckpt_add_meta(sl_ckpt_t *c, const char *what, int64_t number,
+                     const char *text) {
+  return sl_ckpt_add(c, SL_CKPT_META, what, -1, number, text,
+                     text ? strlen(text) : 0);
+}
+
 int sl_ckpt_add_source_pos(sl_ckpt_t *c, const char *node, int64_t offset,
                            const void *pos, size_t len) {
   return sl_ckpt_add(c, SL_CKPT_SOURCE, node, -1, offset, pos, len);
@@ -298,7 +304,7 @@ static int sl_rd_entry(sl_rd_t *r, sl_ckpt_entry_t *e, const char **why) {
   if (sl_rd_left(r) < 1)
     return (*why = "truncated"), -1;
   e->kind = *r->p++;
-  if (e->kind < SL_CKPT_SOURCE || e->kind > SL_CKPT_STATE)
+  if (e->kind < SL_CKPT_SOURCE || e->kind > SL_CKPT_META)
     return (*why = "bad entry kind"), -1;
   if ((rc = sl_rd_chunk(r, 1, &node, &nl)) != 0)
     return (*why = rc == -2 ? "out of memory" : "truncated"), -1;

@@ -24,7 +24,9 @@
 typedef enum {
   SL_CKPT_SOURCE = 1,
   SL_CKPT_SINK = 2,
-  SL_CKPT_STATE = 3
+  SL_CKPT_STATE = 3,
+  SL_CKPT_META = 4 /* a fact about the pipeline: node = its name, offset =
+                      a number or blob = text ("pipeline", "max_parallelism") */
 } sl_ckpt_kind_t;
 
 typedef struct sl_ckpt_entry_s {
@@ -38,7 +40,7 @@ typedef struct sl_ckpt_entry_s {
 
 typedef struct sl_ckpt_s {
   uint64_t id;
-  int final;   /* taken at the end of the input (bounded sources drained) */
+  int final;      /* taken at the end of the input (bounded sources drained) */
   double time_ms; /* when it completed */
   int n, cap;
   sl_ckpt_entry_t *e;
@@ -48,6 +50,8 @@ void sl_ckpt_init(sl_ckpt_t *c, uint64_t id);
 void sl_ckpt_free(sl_ckpt_t *c); /* frees entries; c can be re-inited */
 /* Adders copy node and blob. 0 ok, -1 OOM. */
 int sl_ckpt_add_source(sl_ckpt_t *c, const char *node, int64_t offset);
+int sl_ckpt_add_meta(sl_ckpt_t *c, const char *what, int64_t number,
+                     const char *text);
 /* A source whose position is bytes (a Redis Stream entry id). */
 int sl_ckpt_add_source_pos(sl_ckpt_t *c, const char *node, int64_t offset,
                            const void *pos, size_t len);

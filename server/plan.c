@@ -283,6 +283,7 @@ static void read_checkpoint(lua_State *L, sl_plan_t *p, int *oom) {
     p->ckpt_store = get_str(L, "store", oom);
     p->ckpt_every_ms = get_num(L, "every_ms", 1000);
     p->ckpt_timeout_ms = get_num(L, "timeout_ms", 60000);
+    p->ckpt_connect_ms = get_num(L, "connect_ms", 30000);
     p->ckpt_keep = get_int(L, "keep", 3);
   }
   lua_pop(L, 1);

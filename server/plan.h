@@ -60,7 +60,7 @@ typedef struct sl_plan_s {
   sl_plan_chan_t *chans;
   /* checkpointing: ckpt_store NULL when the conf has no checkpoint block */
   char *ckpt_store;
-  double ckpt_every_ms, ckpt_timeout_ms;
+  double ckpt_every_ms, ckpt_timeout_ms, ckpt_connect_ms;
   int ckpt_keep;
   int exactly_once; /* guarantee == exactly_once (with checkpoints) */
   char *blob;       /* string.buffer-encoded plan table for the workers */

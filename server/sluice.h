@@ -10,7 +10,8 @@ enum {
   SL_EXIT_OK = 0,
   SL_EXIT_CONF = 1,    /* bad conf or command line */
   SL_EXIT_RUNTIME = 3, /* I/O error, a script failing open, ... */
-  SL_EXIT_STOPPED = 4  /* an operator with on_error = "stop" hit an error */
+  SL_EXIT_STOPPED = 4, /* an operator with on_error = "stop" hit an error */
+  SL_EXIT_REDIS = 5    /* Redis unreachable past its timeout */
 };
 
 typedef struct sl_options_s {

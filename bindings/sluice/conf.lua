@@ -525,6 +525,7 @@ function M.load(path, opts)
           end
           local ms = duration("every")
           local timeout_ms = duration("timeout")
+          local connect_ms = duration("connect_timeout")
           local keep = cp.keep
           if keep ~= nil and (type(keep) ~= "number" or keep < 1 or keep % 1 ~= 0) then
             ferr(d, "keep", "checkpoint.keep must be a whole number >= 1 (got " .. fmtval(keep) .. ")")
@@ -538,7 +539,8 @@ function M.load(path, opts)
             store = nil
           end
           for k in pairs(cp) do
-            if k ~= "every" and k ~= "store" and k ~= "keep" and k ~= "timeout" then
+            if k ~= "every" and k ~= "store" and k ~= "keep" and k ~= "timeout"
+              and k ~= "connect_timeout" then
               ferr(d, "checkpoint", "unknown field 'checkpoint." .. tostring(k) .. "'")
             end
           end
@@ -546,8 +548,9 @@ function M.load(path, opts)
             store = "file://" .. join(dir, store:sub(8))
           end
           P.checkpoint = { every_ms = ms or 1000, timeout_ms = timeout_ms or 60000,
+                           connect_ms = connect_ms or 30000,
                            keep = keep or 3,
-                           store = store or ("file://" .. join(dir, "state")) }
+                           store = store or ("file://" .. join(dir, "state/" .. P.name)) }
         end
       end
     end

@@ -415,6 +415,24 @@ sink   "out" { kind = "file", path = "out.txt", from = "gen" }
     code, out, err = proc.run({ proc.bin(), "run", ok }, 30)
     assert.are.equal(0, code, err)
     assert.is_truthy(err:match("guarantee exactly_once"), err)
-    assert.is_truthy(proc.exists(dir .. "/state/latest"), "no state/latest beside the conf")
+    assert.is_truthy(proc.exists(dir .. "/state/t/latest"), "no state/t/latest beside the conf")
+    -- another pipeline pointed at the same store is refused, and so is a
+    -- restore with another max_parallelism
+    proc.write_file(dir .. "/other.conf", [[
+pipeline "u" { workers = 1, checkpoint = { every = "50ms", store = "file://state/t" } }
+source "gen" { kind = "generator", count = 100 }
+sink   "out" { kind = "file", path = "out2.txt", from = "gen" }
+]])
+    code, out, err = proc.run({ proc.bin(), "run", dir .. "/other.conf" }, 30)
+    assert.are.equal(1, code, err)
+    assert.is_truthy(err:match("belongs to pipeline 't', not 'u'"), err)
+    proc.write_file(dir .. "/maxp.conf", [[
+pipeline "t" { workers = 1, max_parallelism = 16, checkpoint = { every = "50ms" } }
+source "gen" { kind = "generator", count = 100 }
+sink   "out" { kind = "file", path = "out.txt", from = "gen" }
+]])
+    code, out, err = proc.run({ proc.bin(), "run", dir .. "/maxp.conf" }, 30)
+    assert.are.equal(1, code, err)
+    assert.is_truthy(err:match("max_parallelism 128"), err)
   end)
 end)
