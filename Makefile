@@ -4,6 +4,8 @@
 #   make test SANITIZE=1   the same, built with -fsanitize=address,undefined
 #   make bench        the benchmark (W1, W2 against LuaJIT alone)
 #   make bench-checkpoint   what checkpoints cost (W2 exactly_once vs none, 1M keys)
+#   make bench-redis  W2 from a Redis Stream into a hash vs file -> file; 1M-key
+#                     checkpoint to redis:// vs file:// (starts its own redis-server)
 BUILD ?= build
 SANITIZE ?= 0
 ifeq ($(SANITIZE),1)
@@ -14,7 +16,7 @@ else
 endif
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps build run test bench bench-checkpoint clean format
+.PHONY: all deps build run test bench bench-checkpoint bench-redis clean format
 
 all: build
 
@@ -39,6 +41,9 @@ bench: build
 
 bench-checkpoint: build
 	luajit bench/checkpoint.lua $(BUILD)/sluice
+
+bench-redis: build
+	luajit bench/redis.lua $(BUILD)/sluice
 
 format:
 	clang-format -i server/*.c server/*.h bindings/*.c spec/c/*.c bench/*.c 2>/dev/null || true

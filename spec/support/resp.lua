@@ -148,7 +148,7 @@ S.__index = S
 function S:start()
   self.runs = self.runs + 1
   self.pid = proc.spawn({ "redis-server", "--port", self.port, "--bind", "127.0.0.1",
-    "--save", "", "--appendonly", "yes", "--appendfsync", self.fsync, "--dir", self.dir,
+    "--save", "", "--appendonly", self.aof and "yes" or "no", "--appendfsync", self.fsync, "--dir", self.dir,
     "--daemonize", "no", "--logfile", self.dir .. "/redis-" .. self.runs .. ".log" })
   local c, err = M.connect(self.port, 10)
   assert(c, "redis-server did not come up: " .. tostring(err) .. "\n"
@@ -170,12 +170,13 @@ function S:url(db, prefix)
   return "redis://127.0.0.1:" .. self.port .. "/" .. (db or 0) .. (prefix and ("?prefix=" .. prefix) or "")
 end
 
--- server(dir [, opts]): opts.fsync = "everysec" (default) | "always" | "no".
+-- server(dir [, opts]): opts.fsync = "everysec" (default) | "always" | "no";
+-- opts.aof = false: no append-only file (a restart loses everything).
 function M.server(dir, opts)
   opts = opts or {}
   proc.mkdir_p(dir)
   local self = setmetatable({ dir = dir, port = opts.port or proc.free_port(), runs = 0,
-    fsync = opts.fsync or "everysec" }, S)
+    fsync = opts.fsync or "everysec", aof = opts.aof ~= false }, S)
   return self:start()
 end
 

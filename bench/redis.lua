@@ -1,0 +1,473 @@
+-- bench/redis.lua: sluice with Redis against sluice with files (make bench-redis).
+--
+-- usage: luajit bench/redis.lua [path/to/sluice]
+--
+-- Starts its own redis-server (a free loopback port, no persistence, data in
+-- bench/data/redis/) and stops it by its PID at the end.
+--
+--   (a) W2 (the shared keyed word count, BENCH_LINES lines) three ways, in
+--       the same run, RUNS runs each, alternating:
+--         file -> file   bench/w2.conf as is (totals at end of input), the
+--                        whole command timed;
+--         redis (alo)    the W2 lines XADDed beforehand to a stream as field
+--                        v (loading not timed); redis source -> split x2
+--                        -key-> count x2 -> redis sink HSET into a hash,
+--                        at_least_once, checkpoint every 1 s to redis://;
+--         redis (eo)     the same under exactly_once.
+--       A Redis Stream never ends, so the count operator cannot emit its
+--       totals in close: it emits a key's running total from a processing-
+--       time timer at most every 100 ms after the key changed (ops in
+--       data/redis_w2/). The time is from the spawn until HGETALL of the
+--       hash equals W2's expected counts (polled every 50 ms), so it
+--       includes up to ~100 ms of timer delay and the sink's last commit.
+--       Each run reads the stream through its own consumer group (start =
+--       "first") and writes its own hash. Reported: median input lines/s
+--       and the ratio redis / file.
+--   (b) one checkpoint of BENCH_KEYS (1 M) keys to redis:// against file://:
+--       an unbounded generator -> key x2 (key = value % KEYS) -key-> hold x2
+--       (ctx.state.n = 1), checkpoint every 1 s; once two checkpoints in a
+--       row have the same size (every key in the state) the line
+--       "checkpoint N completed: X bytes, Y ms (store Z ms)" of the last one
+--       is reported (Y: barrier to stored image, Z: the store's write), then
+--       the run is SIGTERMed.
+--
+-- env: BENCH_LINES (default 2000000), BENCH_RUNS (default 3), BENCH_KEYS
+--      (default 1000000), SLUICE_SHARED (as for bench/run.lua).
+-- exit: 0 when every run gave the right result, 1 otherwise, 2 on bad setup.
+
+local ffi = require("ffi")
+local bit = require("bit")
+
+ffi.cdef [[
+typedef long time_t;
+struct sl_timespec { time_t tv_sec; long tv_nsec; };
+int clock_gettime(int clk_id, struct sl_timespec *tp);
+char *realpath(const char *path, char *resolved_path);
+void free(void *ptr);
+int open(const char *pathname, int flags, int mode);
+int flock(int fd, int operation);
+]]
+
+local ts = ffi.new("struct sl_timespec")
+local function now()
+  assert(ffi.C.clock_gettime(1, ts) == 0, "clock_gettime failed")
+  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
+end
+
+local function realpath(p)
+  local r = ffi.C.realpath(p, nil)
+  if r == nil then return nil end
+  local s = ffi.string(r)
+  ffi.C.free(r)
+  return s
+end
+
+local function die(code, ...)
+  io.stderr:write("bench-redis: ", string.format(...), "\n")
+  os.exit(code)
+end
+
+local function exists(p)
+  local f = io.open(p, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+local function slurp(p)
+  local f = io.open(p, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function spit(p, s)
+  local f = assert(io.open(p, "wb"))
+  f:write(s)
+  f:close()
+end
+
+local function sh_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function run(cmd)
+  local a, b, c = os.execute(cmd)
+  if type(a) == "number" then
+    if a == 0 then return true, 0 end
+    if a >= 256 then return false, math.floor(a / 256) end
+    return false, "signal " .. a
+  end
+  if a == true then return true, 0 end
+  return false, (b == "signal" and "signal " or "") .. tostring(c)
+end
+
+local function tail(s, n)
+  local lines = {}
+  for l in (s or ""):gmatch("[^\n]*\n?") do if l ~= "" then lines[#lines + 1] = l end end
+  return table.concat(lines, "", math.max(1, #lines - n + 1))
+end
+
+local function median(t)
+  local c = {}
+  for i, v in ipairs(t) do c[i] = v end
+  table.sort(c)
+  local n = #c
+  if n == 0 then return nil end
+  if n % 2 == 1 then return c[(n + 1) / 2] end
+  return (c[n / 2] + c[n / 2 + 1]) / 2
+end
+
+-- ---- where things are -------------------------------------------------------
+
+local script = realpath(arg[0]) or die(2, "cannot resolve %s", arg[0])
+local BENCH = script:match("^(.*)/[^/]+$")
+local REPO = BENCH:match("^(.*)/[^/]+$")
+local DATA = BENCH .. "/data"
+package.path = REPO .. "/spec/?.lua;" .. package.path
+local ok_proc, proc = pcall(require, "support.proc")
+if not ok_proc then die(2, "needs luaposix and luasocket (spec/support/proc.lua): %s", proc) end
+local resp = require("support.resp")
+
+local SHARED
+do
+  local env = os.getenv("SLUICE_SHARED")
+  local cands = env and { env .. "/bench", env } or { REPO .. "/../shared/bench" }
+  for _, c in ipairs(cands) do
+    if exists(c .. "/gen_w2.lua") then SHARED = realpath(c) break end
+  end
+  if not SHARED then die(2, "shared workloads not found (looked in %s)", table.concat(cands, ", ")) end
+end
+
+local SLUICE = arg[1] or "build/sluice"
+SLUICE = realpath(SLUICE) or realpath(REPO .. "/" .. SLUICE)
+  or die(2, "sluice binary not found: %s (build it: make build)", arg[1] or "build/sluice")
+
+local LINES = tonumber(os.getenv("BENCH_LINES") or "2000000")
+local RUNS = tonumber(os.getenv("BENCH_RUNS") or "3")
+local KEYS = tonumber(os.getenv("BENCH_KEYS") or "1000000")
+if not LINES or LINES < 1 or LINES % 1 ~= 0 then die(2, "bad BENCH_LINES") end
+if not RUNS or RUNS < 1 or RUNS % 1 ~= 0 then die(2, "bad BENCH_RUNS") end
+if not KEYS or KEYS < 1 or KEYS % 1 ~= 0 then die(2, "bad BENCH_KEYS") end
+if not run("command -v redis-server >/dev/null 2>&1") then
+  die(2, "redis-server not found (apt-get install redis-server)")
+end
+
+assert(run("mkdir -p " .. sh_quote(DATA)))
+do -- one bench at a time per tree (shared with bench/run.lua, bench/checkpoint.lua)
+  local fd = ffi.C.open(DATA .. "/.lock", bit.bor(2, 64), 420)
+  if fd < 0 then die(2, "cannot open %s/.lock", DATA) end
+  if ffi.C.flock(fd, bit.bor(2, 4)) ~= 0 then
+    io.stderr:write("bench-redis: another bench run holds ", DATA, "/.lock; waiting for it\n")
+    if ffi.C.flock(fd, 2) ~= 0 then die(2, "flock failed") end
+  end
+end
+
+-- W2's input, generated as bench/run.lua does (same stamp, so either reuses it).
+local W2_IN, W2_EXP = DATA .. "/w2.txt", DATA .. "/w2.expected.txt"
+do
+  local gen = "gen_w2.lua"
+  local args_after = { W2_IN, W2_EXP, tostring(LINES), "7", "10000", "1.0" }
+  local gen_text = slurp(SHARED .. "/" .. gen) or die(2, "cannot read %s/%s", SHARED, gen)
+  local h = 0
+  for i = 1, #gen_text do h = (h * 31 + gen_text:byte(i)) % 2147483647 end
+  local stamp = string.format("%s %s size=%d sum=%d\n", gen, table.concat(args_after, " "), #gen_text, h)
+  local stamp_path = DATA .. "/w2.params"
+  if not (slurp(stamp_path) == stamp and exists(W2_IN) and exists(W2_EXP)) then
+    os.remove(stamp_path)
+    local cmd = { "luajit", sh_quote(SHARED .. "/" .. gen) }
+    for _, a in ipairs(args_after) do cmd[#cmd + 1] = sh_quote(a) end
+    io.stderr:write("bench-redis: generating w2: ", table.concat(cmd, " "), "\n")
+    local ok, code = run(table.concat(cmd, " "))
+    if not ok then die(1, "generator failed (%s)", tostring(code)) end
+    spit(stamp_path, stamp)
+  end
+end
+
+local failures = 0
+local function fail(...)
+  failures = failures + 1
+  io.stderr:write("bench-redis: ", string.format(...), "\n")
+end
+
+-- The redis-server: no persistence (the bench measures sluice, not fsync).
+local RDIR = DATA .. "/redis"
+run("rm -rf " .. sh_quote(RDIR))
+local srv = resp.server(RDIR, { aof = false })
+local function cleanup()
+  srv:stop()
+  proc.reap_all()
+end
+local r = assert(resp.connect(srv.port))
+
+-- ---- (a) W2: redis -> redis against file -> file ---------------------------------
+
+local want = {}
+local n_words = 0
+for l in io.lines(W2_EXP) do
+  local w, c = l:match("^(%S+) (%d+)$")
+  if w then want[w] = c; n_words = n_words + 1 end
+end
+
+io.stderr:write(string.format("bench-redis: loading %d W2 lines into stream w2 (redis-server on port %d)\n",
+  LINES, srv.port))
+local t_load = now()
+do
+  local batch, n = {}, 0
+  for l in io.lines(W2_IN) do
+    batch[#batch + 1] = { "XADD", "w2", "*", "v", l }
+    n = n + 1
+    if #batch == 20000 then assert(r:pipeline(batch)); batch = {} end
+  end
+  if #batch > 0 then assert(r:pipeline(batch)) end
+  if n ~= LINES then die(1, "w2.txt has %d lines, expected %d", n, LINES) end
+end
+t_load = now() - t_load
+local mem = (r:call("INFO", "memory") or ""):match("used_memory_human:(%S+)")
+
+local OPS = DATA .. "/redis_w2"
+assert(run("mkdir -p " .. sh_quote(OPS)))
+spit(OPS .. "/count.lua", [[
+-- W2 count for an endless source: the same per-record counter as
+-- bench/ops/w2_count.lua; a key's running total is emitted from a timer at
+-- most every 100 ms after it changed (processing time: `clock` is the time
+-- the last timer fired, ctx.time of the entries is when they were XADDed).
+local op = {}
+local clock = 0
+
+function op.process(ctx, _)
+  local st = ctx.state; st.n = (st.n or 0) + 1
+  if not st.armed then
+    st.armed = true
+    ctx:timer(clock + 100)
+  end
+end
+
+function op.timer(ctx, t)
+  clock = ctx.time
+  local st = ctx.state
+  st.armed = nil
+  ctx:emit(st.n, ctx.key)
+end
+
+return op
+]])
+
+local function redis_conf(tag, guarantee)
+  local conf = OPS .. "/" .. tag .. ".conf"
+  spit(conf, string.format([[
+pipeline "bench-redis-%s" {
+  workers = 2,
+  guarantee = "%s",
+  checkpoint = { every = "1s", store = "%s" },
+}
+source   "in"    { kind = "redis", url = "%s", stream = "w2", group = "%s", start = "first" }
+operator "split" { script = "%s/ops/w2_split.lua", from = "in", parallelism = 2 }
+operator "count" { script = "count.lua", from = "split", grouping = "key", parallelism = 2 }
+sink     "out"   { kind = "redis", url = "%s", command = "hset", key = "%s", from = "count" }
+]], tag, guarantee, srv:url(0, "bench-" .. tag), srv:url(0), tag, BENCH, srv:url(0), "counts-" .. tag))
+  return conf
+end
+
+local FILE_CONF = OPS .. "/file.conf"
+local FILE_OUT = OPS .. "/out_w2.txt"
+do
+  local base = assert(slurp(BENCH .. "/w2.conf"))
+  local s = base:gsub('"ops/', '"' .. BENCH .. '/ops/')
+                :gsub('path = "data/w2%.txt"', 'path = "' .. W2_IN .. '"')
+                :gsub('path = "data/out_w2%.txt"', 'path = "' .. FILE_OUT .. '"')
+  assert(s:find(FILE_OUT, 1, true) and s:find(W2_IN, 1, true), "bench/w2.conf changed shape")
+  spit(FILE_CONF, s)
+end
+
+local function check_file()
+  local got = {}
+  for l in io.lines(FILE_OUT) do
+    local w, c = l:match("^(%S+) (%d+)$")
+    if not w then return "bad line " .. l end
+    got[w] = c
+  end
+  for w, c in pairs(want) do if got[w] ~= c then return w .. ": " .. tostring(got[w]) .. ", expected " .. c end end
+  return nil
+end
+
+local function timed_file(label)
+  os.remove(FILE_OUT)
+  local log = OPS .. "/file.log"
+  local cmd = sh_quote(SLUICE) .. " run " .. sh_quote(FILE_CONF) .. " >/dev/null 2>" .. sh_quote(log)
+  local t0 = now()
+  local ok, code = run(cmd)
+  local dt = now() - t0
+  if not ok then fail("FAILED %s: exit %s\n  command: %s\n%s", label, tostring(code), cmd, tail(slurp(log), 15)) return nil end
+  local err = check_file()
+  if err then fail("WRONG OUTPUT %s: %s", label, err) return nil end
+  return dt
+end
+
+local function hash_done(key)
+  local n = r:call("HLEN", key)
+  if n ~= n_words then return false end
+  local h = assert(r:hgetall(key))
+  for w, c in pairs(want) do if h[w] ~= c then return false end end
+  return true
+end
+
+local run_no = 0
+local function timed_redis(label, guarantee)
+  run_no = run_no + 1
+  local tag = guarantee == "exactly_once" and "eo" or "alo"
+  tag = tag .. run_no
+  local conf = redis_conf(tag, guarantee)
+  local log = OPS .. "/" .. tag .. ".log"
+  local t0 = now()
+  local pid = proc.spawn({ SLUICE, "run", conf }, { stdout = "/dev/null", stderr = log })
+  local done = proc.wait_for(function()
+    if not proc.alive(pid) then return "ended" end
+    return hash_done("counts-" .. tag) and "done"
+  end, 600, 0.05)
+  local dt = now() - t0
+  local code = proc.stop(pid, "TERM", 60)
+  local text = slurp(log) or ""
+  if done ~= "done" then
+    fail("FAILED %s: %s (exit %s)\n%s", label, tostring(done or "timeout"), tostring(code), tail(text, 15))
+    return nil
+  end
+  if code ~= 0 then fail("%s: exit %s after SIGTERM\n%s", label, tostring(code), tail(text, 15)) end
+  if not text:match("guarantee " .. guarantee) then fail("%s: not %s:\n%s", label, guarantee, tail(text, 10)) end
+  -- free the run's memory in Redis
+  r:call("DEL", "counts-" .. tag)
+  r:call("XGROUP", "DESTROY", "w2", tag)
+  return dt
+end
+
+io.stderr:write(string.format("bench-redis: W2 %d lines, %d runs each, sluice = %s\n", LINES, RUNS, SLUICE))
+local file_t, alo_t, eo_t = {}, {}, {}
+for i = 1, RUNS do
+  local f = timed_file("W2 file run " .. i)
+  if f then file_t[#file_t + 1] = f end
+  local a = timed_redis("W2 redis at_least_once run " .. i, "at_least_once")
+  if a then alo_t[#alo_t + 1] = a end
+  local e = timed_redis("W2 redis exactly_once run " .. i, "exactly_once")
+  if e then eo_t[#eo_t + 1] = e end
+  io.stderr:write(string.format("bench-redis: W2 run %d/%d: file %s, redis alo %s, redis eo %s\n", i, RUNS,
+    f and string.format("%.3f s", f) or "FAILED", a and string.format("%.3f s", a) or "FAILED",
+    e and string.format("%.3f s", e) or "FAILED"))
+end
+r:call("DEL", "w2")
+
+-- ---- (b) 1M keys: one checkpoint to redis:// against file:// ---------------------
+
+local K_DIR = DATA .. "/redis_keys"
+run("rm -rf " .. sh_quote(K_DIR))
+assert(run("mkdir -p " .. sh_quote(K_DIR)))
+spit(K_DIR .. "/key.lua", string.format([[
+local op = {}
+local tostring, tonumber = tostring, tonumber
+function op.process(ctx, v) ctx:emit(v, tostring(tonumber(v) %% %d)) end
+return op
+]], KEYS))
+spit(K_DIR .. "/hold.lua", [[
+local op = {}
+function op.process(ctx, _) ctx.state.n = 1 end
+return op
+]])
+
+local function completed(log)
+  local t = {}
+  for line in log:gmatch("[^\n]+") do
+    local id, bytes, ms, st = line:match("INFO checkpoint: (%d+)[^\n]- completed: (%d+) bytes, ([%d%.]+) ms %(store ([%d%.]+) ms%)")
+    if id then t[#t + 1] = { id = tonumber(id), bytes = tonumber(bytes), ms = tonumber(ms), store_ms = tonumber(st) } end
+  end
+  return t
+end
+
+local function keys_run(label, store)
+  local conf = K_DIR .. "/" .. label .. ".conf"
+  spit(conf, string.format([[
+pipeline "keys-%s" {
+  workers = 2,
+  guarantee = "exactly_once",
+  checkpoint = { every = "1s", store = "%s", keep = 2 },
+}
+source   "gen"  { kind = "generator" }
+operator "key"  { script = "key.lua", from = "gen", parallelism = 2 }
+operator "hold" { script = "hold.lua", from = "key", grouping = "key", parallelism = 2 }
+sink     "out"  { kind = "file", path = "out-%s.txt", from = "hold" }
+]], label, store, label))
+  local log = K_DIR .. "/" .. label .. ".log"
+  io.stderr:write(string.format("bench-redis: %d keys, store %s\n", KEYS, store))
+  local pid = proc.spawn({ SLUICE, "run", conf }, { stdout = "/dev/null", stderr = log })
+  local stable = proc.wait_for(function()
+    if not proc.alive(pid) then return "ended" end
+    local c = completed(slurp(log) or "")
+    local n = #c
+    if n >= 3 and c[n].bytes == c[n - 1].bytes and c[n].bytes > KEYS then return "stable" end
+    return nil
+  end, 300, 0.1)
+  local c = completed(slurp(log) or "")
+  local code = proc.stop(pid, "TERM", 120)
+  if stable ~= "stable" then
+    fail("(b) %s: the state did not reach %d keys (%s); log:\n%s", label, KEYS, tostring(stable), tail(slurp(log), 15))
+    return nil
+  end
+  if code ~= 0 then fail("(b) %s: exit %s after SIGTERM; log:\n%s", label, tostring(code), tail(slurp(log), 15)) end
+  -- the last two periodic ones (same size): the median-free pair
+  return c[#c], c[#c - 1]
+end
+
+local kf1, kf2 = keys_run("file", "file://state")
+local kr1, kr2 = keys_run("redis", srv:url(0, "bench-keys"))
+local img_len = r:call("STRLEN", "bench-keys:chk:" .. tostring(r:call("GET", "bench-keys:latest")))
+cleanup()
+run("rm -rf " .. sh_quote(K_DIR .. "/state") .. " " .. sh_quote(RDIR))
+
+-- ---- the table --------------------------------------------------------------------
+
+local function f3(x) return x and string.format("%.3f", x) or "-" end
+local function rate(t) local m = median(t) return m and LINES / m or nil end
+local function fmt_rate(x)
+  if not x then return "-" end
+  if x >= 1e6 then return string.format("%.3f M", x / 1e6) end
+  return string.format("%.1f k", x / 1e3)
+end
+local function ratio(a, b) return (a and b) and string.format("%.2fx", a / b) or "-" end
+
+print("")
+print(string.format("sluice redis bench, %s, redis-server %s", os.date("!%Y-%m-%dT%H:%M:%SZ"),
+  (io.popen("redis-server --version"):read("*l") or ""):match("v=(%S+)") or "?"))
+print("")
+print(string.format("(a) W2, %d input lines, median of %d runs each, alternating", LINES, RUNS))
+print(string.format("  stream loaded with pipelined XADDs in %.1f s (not timed below); redis used_memory %s",
+  t_load, tostring(mem)))
+local rf, ra, re = rate(file_t), rate(alo_t), rate(eo_t)
+print(string.format("  %-58s %12s %10s %8s", "pipeline", "lines/s", "median s", "ratio"))
+print(string.format("  %-58s %12s %10s %8s", "file -> file (bench/w2.conf, totals at close)", fmt_rate(rf), f3(median(file_t)), "1.00x"))
+print(string.format("  %-58s %12s %10s %8s", "redis stream -> HSET, at_least_once, ckpt 1 s redis://", fmt_rate(ra), f3(median(alo_t)), ratio(ra, rf)))
+print(string.format("  %-58s %12s %10s %8s", "redis stream -> HSET, exactly_once, ckpt 1 s redis://", fmt_rate(re), f3(median(eo_t)), ratio(re, rf)))
+local function list(t) local o = {} for i, v in ipairs(t) do o[i] = f3(v) end return table.concat(o, " ") end
+print(string.format("  times (s): file %s; redis alo %s; redis eo %s", list(file_t), list(alo_t), list(eo_t)))
+print("  redis times: spawn -> HGETALL equals the expected counts (polled every 50 ms)")
+print("")
+print(string.format("(b) one checkpoint of %d keys (ctx.state.n = 1), 2 workers, hold x2", KEYS))
+print(string.format("  %-12s %-8s %14s %10s %10s", "store", "id", "image bytes", "total ms", "store ms"))
+for _, row in ipairs({ { "file://", kf1, kf2 }, { "redis://", kr1, kr2 } }) do
+  for _, c in ipairs({ row[2], row[3] }) do
+    if c then
+      print(string.format("  %-12s %-8d %14d %10.0f %10.0f", row[1], c.id, c.bytes, c.ms, c.store_ms))
+    end
+  end
+end
+if kf1 and kr1 then
+  print(string.format("  redis:// / file:// (last periodic checkpoint): total %.2fx, store %.2fx; redis image STRLEN %s",
+    kr1.ms / kf1.ms, kr1.store_ms / math.max(1, kf1.store_ms), tostring(img_len)))
+end
+print("  total = barrier injected -> image stored; store = writing the image (file: write + fsync +")
+print("  rename; redis: SET of the image + MULTI/EXEC of the index and latest)")
+print("")
+print("logs: " .. OPS .. "/*.log, " .. K_DIR .. "/*.log")
+
+if failures > 0 then
+  io.stderr:write(string.format("bench-redis: %d step(s) FAILED (see above)\n", failures))
+  os.exit(1)
+end
+os.exit(0)
