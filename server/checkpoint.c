@@ -660,6 +660,12 @@ int sl_checkpoint_start(sl_core_t *c) {
   return 0;
 }
 
+void sl_checkpoint_request(sl_core_t *c) {
+  sl_coord_t *k = c->coord;
+  if (k)
+    k->last_trigger_ms = 0;
+}
+
 void sl_checkpoint_stop(sl_core_t *c) {
   sl_coord_t *k = c->coord;
   if (k && !uv_is_closing((uv_handle_t *)&k->timer) && k->timer.loop)

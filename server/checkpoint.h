@@ -68,6 +68,9 @@ void sl_checkpoint_source_ended(sl_core_t *c, int gid, int64_t offset,
 int64_t sl_checkpoint_source_offset(sl_core_t *c, int gid);
 const sl_ckpt_entry_t *sl_checkpoint_source_entry(sl_core_t *c, int gid);
 const sl_ckpt_entry_t *sl_checkpoint_sink_state(sl_core_t *c, int gid);
+/* I/O thread: start a checkpoint at the next tick (within 100 ms), as if
+ * `every` had passed (a hot reload waits for the next barrier). */
+void sl_checkpoint_request(sl_core_t *c);
 void sl_checkpoint_stop(sl_core_t *c);  /* close timers (shutdown) */
 void sl_checkpoint_close(sl_core_t *c); /* free (after the loop ended) */
 

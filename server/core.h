@@ -67,6 +67,8 @@ typedef struct sl_core_s {
   int started_workers;
   int exact;                /* exactly_once: barriers are aligned */
   struct sl_coord_s *coord; /* checkpoint.c; NULL without checkpoints */
+  struct sl_watch_s *watch; /* watch.c: script hot reload */
+  uint64_t reloads_ok, reloads_failed; /* script reloads (I/O thread) */
 } sl_core_t;
 
 /* The wake handle of thread t (0 = I/O). */

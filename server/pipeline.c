@@ -14,6 +14,7 @@
 #include "core.h"
 #include "log.h"
 #include "luaapi.h"
+#include "watch.h"
 #include "worker.h"
 
 #include <stdio.h>
@@ -137,6 +138,7 @@ static void on_io_idle(uv_idle_t *h) {
   if (code == SL_EXIT_STOPPED && !c->stopping)
     begin_stop(c, "an operator with on_error = \"stop\" failed");
   int owed = sl_checkpoint_pump(c); /* a final checkpoint still to store */
+  sl_watch_pump(c);
   if (c->force || (code && code != SL_EXIT_STOPPED) ||
       (atomic_load(&c->live) == 0 && !owed)) {
     shutdown_all(c);
@@ -227,6 +229,7 @@ static void shutdown_all(sl_core_t *c) {
     sl_core_fail(c, SL_EXIT_RUNTIME);
   sl_core_sinks_flush(c);
   sl_checkpoint_stop(c);
+  sl_watch_stop(c);
   stop_workers(c);
   sl_core_sources_close(c);
   sl_core_sinks_close(c);
@@ -266,7 +269,7 @@ static int start(sl_core_t *c, const char *restore) {
     atomic_store(&c->exit_code, rc);
     return -1;
   }
-  if (build_workers(c))
+  if (sl_watch_create(c) || build_workers(c))
     return -1;
   wire_wakes(c);
   if (sl_core_sinks_create(c) || sl_core_sources_create(c))
@@ -277,6 +280,7 @@ static int start(sl_core_t *c, const char *restore) {
   for (int t = 1; t <= c->plan->workers; t++)
     if (sl_worker_start(c->workers[t]))
       return -1;
+  sl_watch_start(c);
   uv_signal_start(&c->sigint, on_signal, SIGINT);
   uv_signal_start(&c->sigterm, on_signal, SIGTERM);
   uv_timer_start(&c->flush_timer, on_flush, SL_FLUSH_MS, SL_FLUSH_MS);
@@ -286,6 +290,7 @@ static int start(sl_core_t *c, const char *restore) {
 
 static void destroy(sl_core_t *c) {
   sl_checkpoint_close(c);
+  sl_watch_close(c);
   sl_align_free(c);
   for (int t = 1; c->workers && t <= c->plan->workers; t++)
     sl_worker_destroy(c->workers[t]);
@@ -312,6 +317,7 @@ static int run_plan(sl_plan_t *plan, const char *restore) {
   } else if (rc) {
     sl_log(SL_LOG_ERROR, "pipeline", "could not start '%s'", plan->name);
     c.shutting_down = 1;
+    sl_watch_stop(&c);
     stop_workers(&c);
     sl_core_sources_close(&c);
     sl_core_sinks_close(&c);

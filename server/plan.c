@@ -148,6 +148,8 @@ static void read_node(lua_State *L, sl_plan_node_t *n, int *oom) {
   free(type);
   n->parallelism = get_int(L, "parallelism", 1);
   n->first_gid = get_int(L, "first_gid", 0);
+  n->script = get_str(L, "script", oom);
+  n->chunkname = get_str(L, "chunkname", oom);
   sl_node_cfg_t *c = &n->cfg;
   c->name = get_str(L, "name", oom);
   c->kind = get_str(L, "kind", oom);
@@ -451,8 +453,11 @@ static void free_cfg(sl_node_cfg_t *c) {
 void sl_plan_destroy(sl_plan_t *p) {
   if (!p)
     return;
-  for (int i = 0; p->nodes && i < p->n_nodes; i++)
+  for (int i = 0; p->nodes && i < p->n_nodes; i++) {
     free_cfg(&p->nodes[i].cfg);
+    free(p->nodes[i].script);
+    free(p->nodes[i].chunkname);
+  }
   for (int i = 0; p->insts && i < p->n_insts; i++) {
     sl_plan_inst_t *in = &p->insts[i];
     for (int j = 0; j < in->n_outs; j++)

@@ -25,6 +25,8 @@ typedef struct sl_plan_node_s {
   int type; /* sl_node_type_t */
   int parallelism, first_gid;
   sl_node_cfg_t cfg; /* name, kind and the source/sink settings */
+  char *script;      /* operators: the script's absolute path */
+  char *chunkname;   /* operators: "@" + the path as errors show it */
 } sl_plan_node_t;
 
 /* One downstream edge of an instance. */

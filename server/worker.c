@@ -15,6 +15,7 @@
 #include "luaapi.h"
 #include "luastate.h"
 #include "sluice.h"
+#include "watch.h"
 
 #include <lauxlib.h>
 #include <stdio.h>
@@ -35,10 +36,26 @@ struct sl_worker_s {
   atomic_int quit;
   lua_State *L;
   int fn_batch, fn_end, fn_timer, fn_snap, fn_restore, fn_open; /* refs */
+  int fn_prepare, fn_commit, fn_abort, fn_swap;                  /* reload */
+  uv_mutex_t mu;
+  int mu_ready;
+  struct sl_wmsg_s *inbox, *inbox_tail; /* reload messages (mu) */
+  atomic_int mail;                      /* the inbox is not empty */
+  uint8_t *swap_pending; /* [gid]: a committed reload waits for a barrier */
   sl_lua_api_t api;
   int *hosted, n_hosted, next; /* instance gids, round-robin cursor */
   int idling, started, loop_ready;
 };
+
+/* A reload message from the I/O thread (watch.h). */
+typedef struct sl_wmsg_s {
+  struct sl_wmsg_s *next;
+  int kind;
+  uint64_t seq;
+  char *script;
+  char *src;
+  size_t len;
+} sl_wmsg_t;
 
 /* Lua run once per worker: builds the instances; returns the entry points
  * (the C side then restores state into them, then opens them). */
@@ -53,7 +70,11 @@ static const char *boot_lua =
     "  function(g) return w:snapshot_groups(g) end,\n"
     "  function(g, list) return w:restore_groups(g, list) end,\n"
     "  function() local ok, err = w:open()\n"
-    "    if not ok then error(err, 0) end end\n";
+    "    if not ok then error(err, 0) end end,\n"
+    "  function(s, src) return w:prepare_reload(s, src) end,\n"
+    "  function(s, b) return w:commit_reload(s, b) end,\n"
+    "  function(s) w:abort_reload(s) end,\n"
+    "  function(g) return w:swap_ready(g) end\n";
 
 /* ---- the FFI surface (luaapi.h), called from this worker's Lua ---- */
 
@@ -176,6 +197,16 @@ static void snapshot(sl_worker_t *w, int gid, uint64_t id) {
   sl_checkpoint_ack(c, a);
 }
 
+/* A committed reload of gid's script waited for this barrier (after the
+ * snapshot, so the checkpoint holds the old version's state): swap now. */
+static void swap_if_pending(sl_worker_t *w, int gid) {
+  if (!w->swap_pending[gid])
+    return;
+  w->swap_pending[gid] = 0;
+  lua_pushinteger(w->L, gid);
+  arm_timer(w, call_lua(w, w->fn_swap, 1));
+}
+
 /* Barrier id has arrived from every input of gid: snapshot, pass it on. */
 static void barrier_complete(sl_worker_t *w, int gid, uint64_t id) {
   sl_core_t *c = w->core;
@@ -194,6 +225,7 @@ static void barrier_complete(sl_worker_t *w, int gid, uint64_t id) {
   for (int i = 0; i < pi->n_chained_to; i++)
     if (sl_align_barrier(c, pi->chained_to[i], -1, id))
       barrier_complete(w, pi->chained_to[i], id);
+  swap_if_pending(w, gid);
 }
 
 /* ---- instances ---- */
@@ -217,6 +249,7 @@ static void end_instance(sl_worker_t *w, int gid) {
   sl_inst_rt_t *rt = &c->insts[gid];
   const sl_plan_inst_t *pi = &c->plan->insts[gid];
   rt->ended = 1;
+  swap_if_pending(w, gid); /* END is a barrier too: close runs the new code */
   lua_pushinteger(w->L, gid);
   lua_pushboolean(w->L, rt->closing);
   arm_timer(w, call_lua(w, w->fn_end, 2));
@@ -270,8 +303,109 @@ static int feed(sl_worker_t *w, int gid) {
   return work;
 }
 
+/* ---- reload messages (watch.h) ---- */
+
+int sl_worker_post(sl_worker_t *w, int kind, uint64_t seq, const char *script,
+                   const char *src, size_t len) {
+  sl_wmsg_t *m = calloc(1, sizeof *m);
+  if (!m)
+    return -1;
+  m->kind = kind;
+  m->seq = seq;
+  m->script = strdup(script);
+  m->src = src ? malloc(len ? len : 1) : NULL;
+  if (!m->script || (src && !m->src)) {
+    free(m->script);
+    free(m->src);
+    free(m);
+    return -1;
+  }
+  if (src)
+    memcpy(m->src, src, len);
+  m->len = len;
+  uv_mutex_lock(&w->mu);
+  if (w->inbox_tail)
+    w->inbox_tail->next = m;
+  else
+    w->inbox = m;
+  w->inbox_tail = m;
+  atomic_store(&w->mail, 1);
+  uv_mutex_unlock(&w->mu);
+  uv_async_send(&w->wake);
+  return 0;
+}
+
+static void free_msgs(sl_wmsg_t *m) {
+  while (m) {
+    sl_wmsg_t *next = m->next;
+    free(m->script);
+    free(m->src);
+    free(m);
+    m = next;
+  }
+}
+
+static int hosts_script(sl_worker_t *w, int gid, const char *script) {
+  const sl_plan_t *p = w->core->plan;
+  const char *s = p->nodes[p->insts[gid].node].script;
+  return s && !strcmp(s, script);
+}
+
+/* PREPARE: compile + open aside, answer the I/O thread. */
+static void do_prepare(sl_worker_t *w, sl_wmsg_t *m) {
+  lua_State *L = w->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->fn_prepare);
+  lua_pushstring(L, m->script);
+  lua_pushlstring(L, m->src, m->len);
+  const char *err = NULL;
+  if (lua_pcall(L, 2, 2, 0)) {
+    err = lua_tostring(L, -1);
+    lua_pushnil(L); /* two values, as below */
+  } else if (!lua_toboolean(L, -2)) {
+    err = lua_isstring(L, -1) ? lua_tostring(L, -1) : "prepare failed";
+  }
+  sl_watch_reply(w->core, m->seq, w->thread, err ? err : NULL);
+  lua_pop(L, 2);
+}
+
+/* COMMIT: swap now, or (checkpointing) at each instance's next barrier. */
+static void do_commit(sl_worker_t *w, sl_wmsg_t *m) {
+  sl_core_t *c = w->core;
+  int at_barrier = c->coord != NULL;
+  if (at_barrier)
+    for (int i = 0; i < w->n_hosted; i++) {
+      int gid = w->hosted[i];
+      if (!c->insts[gid].ended && hosts_script(w, gid, m->script))
+        w->swap_pending[gid] = 1;
+    }
+  lua_pushstring(w->L, m->script);
+  lua_pushboolean(w->L, at_barrier);
+  arm_timer(w, call_lua(w, w->fn_commit, 2));
+}
+
+static void drain_inbox(sl_worker_t *w) {
+  uv_mutex_lock(&w->mu);
+  sl_wmsg_t *m = w->inbox;
+  w->inbox = w->inbox_tail = NULL;
+  atomic_store(&w->mail, 0);
+  uv_mutex_unlock(&w->mu);
+  for (sl_wmsg_t *x = m; x; x = x->next) {
+    if (x->kind == SL_WMSG_PREPARE) {
+      do_prepare(w, x);
+    } else if (x->kind == SL_WMSG_COMMIT) {
+      do_commit(w, x);
+    } else {
+      lua_pushstring(w->L, x->script);
+      call_lua(w, w->fn_abort, 1);
+    }
+  }
+  free_msgs(m);
+}
+
 static int pump(sl_worker_t *w) {
   int work = 0;
+  if (atomic_load(&w->mail))
+    drain_inbox(w);
   for (int i = 0; i < w->n_hosted; i++)
     sl_core_drain(w->core, w->hosted[i]);
   for (int i = 0; i < w->n_hosted; i++) {
@@ -351,10 +485,14 @@ static int boot(sl_worker_t *w, char **err) {
   lua_pushlstring(L, p->blob, p->blob_len);
   lua_pushinteger(L, w->thread);
   lua_pushlightuserdata(L, &w->api);
-  if (lua_pcall(L, 3, 6, 0)) {
+  if (lua_pcall(L, 3, 10, 0)) {
     *err = strdup(lua_tostring(L, -1));
     return -1;
   }
+  w->fn_swap = luaL_ref(L, LUA_REGISTRYINDEX);
+  w->fn_abort = luaL_ref(L, LUA_REGISTRYINDEX);
+  w->fn_commit = luaL_ref(L, LUA_REGISTRYINDEX);
+  w->fn_prepare = luaL_ref(L, LUA_REGISTRYINDEX);
   w->fn_open = luaL_ref(L, LUA_REGISTRYINDEX);
   w->fn_restore = luaL_ref(L, LUA_REGISTRYINDEX);
   w->fn_snap = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -413,14 +551,18 @@ sl_worker_t *sl_worker_create(sl_core_t *c, int thread, char **err) {
   w->thread = thread;
   w->timer_due = -1;
   atomic_init(&w->quit, 0);
+  atomic_init(&w->mail, 0);
   w->api = (sl_lua_api_t){.ctx = w,
                           .push = api_push,
                           .hash = sl_hash_bytes,
                           .log = api_log,
                           .fail = api_fail,
                           .now_ms = sl_now_ms};
+  uv_mutex_init(&w->mu);
+  w->mu_ready = 1;
+  w->swap_pending = calloc((size_t)c->plan->n_insts + 1, 1);
   w->L = sl_lua_create();
-  if (!w->L || collect_hosted(w) || init_loop(w)) {
+  if (!w->L || !w->swap_pending || collect_hosted(w) || init_loop(w)) {
     *err = strdup("out of memory creating a worker");
     sl_worker_destroy(w);
     return NULL;
@@ -462,6 +604,11 @@ void sl_worker_destroy(sl_worker_t *w) {
   if (w->L)
     lua_close(w->L);
   free(w->hosted);
+  free(w->swap_pending);
+  if (w->mu_ready) {
+    free_msgs(w->inbox);
+    uv_mutex_destroy(&w->mu);
+  }
   free(w);
 }
 

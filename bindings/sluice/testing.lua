@@ -8,6 +8,7 @@
 --   h:advance(5000)                   -- move processing time on; timers fire
 --   local snap = h:checkpoint()       -- testing.operator(...):restore(snap)
 --   h:close()                         -- runs op.close, returns what it emitted
+--   h:reload([path])                  -- hot reload: true | nil, "FILE:LINE: msg"
 --
 -- The harness builds a one-instance plan and runs it through the very same
 -- sluice.runtime worker as the server: same sandbox, same string.buffer
@@ -300,6 +301,33 @@ function H:close()
   self.w:on_end(OP_GID, true)
   return self:emitted()
 end
+
+-- Hot-reloads the operator's script as the server does when the file
+-- changes (docs/reload.md): the new code (the file at `path`, default the
+-- script the harness was made with) is compiled in a fresh sandbox and its
+-- open runs; only if both succeed is it swapped in. Keyed state and timers
+-- are kept, and op.migrate(old_state, key) runs for every key. On failure
+-- the old version keeps running and the error says FILE:LINE.
+-- Returns true, or nil and the error.
+function H:reload(path)
+  self:open()
+  local script = self.plan.nodes[1].script
+  path = path or script
+  local f, ferr = io.open(path, "rb")
+  if not f then return nil, path .. ": cannot read: " .. tostring(ferr) end
+  local src = f:read("*a")
+  f:close()
+  local ok, err = self.w:prepare_reload(script, src, "@" .. path)
+  if not ok then
+    self.w:abort_reload(script)
+    return nil, err
+  end
+  self.w:commit_reload(script, false)
+  return true
+end
+
+-- The version of the script the operator runs: 1, then +1 per reload.
+function H:version() return self.w:version(OP_GID) end
 
 function H:errors() self:open(); return self.w:stats(OP_GID).errors end
 function H:stats() self:open(); return self.w:stats(OP_GID) end
