@@ -11,6 +11,7 @@
 #include "core.h"
 #include "log.h"
 #include "luaapi.h"
+#include "sluice.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -37,6 +38,8 @@ static const sl_source_vt_t *vt_of(const char *kind) {
     return &sl_source_tcp_vt;
   if (!strcmp(kind, "generator"))
     return &sl_source_generator_vt;
+  if (!strcmp(kind, "redis"))
+    return &sl_source_redis_vt;
   return NULL;
 }
 
@@ -139,6 +142,13 @@ void sl_source_end(sl_source_t *s, int closing) {
 void sl_source_reject(sl_source_t *s, const char *why) {
   s->errors++;
   sl_log(SL_LOG_WARN, "source", "'%s': rejected: %s", s->cfg->name, why);
+}
+
+void sl_source_fail(sl_source_t *s, const char *why) {
+  sl_source_core_t *sc = s->core;
+  s->errors++;
+  sl_log(SL_LOG_ERROR, "source", "'%s': %s", s->cfg->name, why);
+  sl_core_fail(sc->c, SL_EXIT_REDIS);
 }
 
 /* ---- the pipeline's view ---- */
