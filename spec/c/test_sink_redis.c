@@ -395,6 +395,7 @@ static void own_start(int aof) {
   if (own_pid == 0) {
     int dn = open("/dev/null", O_WRONLY);
     dup2(dn, 1);
+    dup2(dn, 2);
     execlp("redis-server", "redis-server", "--port", port, "--bind",
            "127.0.0.1", "--save", "", "--appendonly", aof ? "yes" : "no",
            "--appendfsync", "always", "--dir", own_dir, (char *)NULL);
@@ -430,8 +431,22 @@ static int free_port(void) {
 }
 
 static void own_kill(void) {
-  kill(own_pid, SIGKILL);
-  waitpid(own_pid, NULL, 0);
+  if (own_pid > 0) {
+    kill(own_pid, SIGKILL);
+    waitpid(own_pid, NULL, 0);
+  }
+  own_pid = 0;
+}
+
+/* At exit, even a failing CHECK's: no redis-server or folder left over. */
+static void own_cleanup(void) {
+  own_kill();
+  if (own_dir[0]) {
+    char rm[200];
+    snprintf(rm, sizeof rm, "rm -rf %s", own_dir);
+    if (system(rm) != 0)
+      fprintf(stderr, "cannot remove %s\n", own_dir);
+  }
 }
 
 /* Runs the loop for ms milliseconds. */
@@ -557,12 +572,10 @@ int main(void) {
 
   snprintf(own_dir, sizeof own_dir, "/tmp/sluice-test-redis-%d", (int)getpid());
   CHECK_EQ_INT(mkdir(own_dir, 0700), 0);
+  atexit(own_cleanup);
   own_port = free_port();
   test_restart_at_least_once();
   test_restart_exactly_once();
-  char rm[200];
-  snprintf(rm, sizeof rm, "rm -rf %s", own_dir);
-  CHECK_EQ_INT(system(rm), 0);
 
   /* leave nothing behind in the shared redis-server */
   redisReply *r = redisCommand(rc, "KEYS *%s*", pipe_name);
