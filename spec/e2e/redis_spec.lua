@@ -220,6 +220,8 @@ sink     "out"   { kind = "redis", url = "%s", command = "hset", key = "%s", fro
     local code = proc.wait(pid, 20)
     assert.are.equal(0, code, "exit after SIGTERM; " .. logs())
     assert.is_nil(hash_diff(client():hgetall("counts"), counts), "the hash changed after the stop")
+    -- the final checkpoint applied every staged list
+    assert.are.equal(0, client():call("SCARD", "sluice:rc:out:lists"), "staged lists left after the stop")
     -- the store: latest names a stored image
     local latest = client():call("GET", "ck:latest")
     assert.is_truthy(latest and tonumber(latest), "ck:latest = " .. tostring(latest))
@@ -305,6 +307,27 @@ sink     "out"  { kind = "redis", url = "%s", command = "xadd", key = "out", fro
     assert.is_truthy(s:match("operator 'count' x4"), logs())
     proc.kill(pid, "TERM")
     assert.are.equal(0, proc.wait(pid, 20), logs())
+  end)
+
+  it("XACK after the checkpoint: after a SIGTERM no consumed entry is left pending, no staged list left", function()
+    start_redis()
+    local list, counts = words(6000, 99)
+    count_conf({ name = "ack", prefix = "ack", stream = "acks", key = "acounts" })
+    xadd(r, "acks", list, 1, 3000)
+    local pid = start()
+    local half = {}
+    for i = 1, 3000 do half[list[i]] = (half[list[i]] or 0) + 1 end
+    assert.is_nil(wait_hash("acounts", half, 30, pid), logs())
+    xadd(r, "acks", list, 3001, 6000)
+    assert.is_nil(wait_hash("acounts", counts, 30, pid), logs())
+    proc.sleep(0.5) -- two more checkpoints, whose commits acknowledge
+    local before = r:call("XPENDING", "acks", "ack")[1]
+    proc.kill(pid, "TERM")
+    assert.are.equal(0, proc.wait(pid, 20), logs())
+    local after = r:call("XPENDING", "acks", "ack")[1]
+    assert.are.equal(0, after, string.format("entries pending in group 'ack' (XPENDING acks ack): %d while running "
+      .. "(0.5 s after the counts were complete), %d after the SIGTERM exit", before, after))
+    assert.are.equal(0, r:call("SCARD", "sluice:ack:out:lists"))
   end)
 
   it("an unreachable redis:// store at start: a retry line, then exit 5 after connect_timeout", function()
