@@ -133,6 +133,7 @@ struct sl_sink_s {
   void *core;
   int busy;    /* set by the sink when full; cleared by sl_sink_ready */
   int resumed; /* set before start: the run resumes from a checkpoint */
+  uint64_t restored_id; /* set by the kind's restore: the id it restored */
   uint64_t records_in, errors;
 };
 

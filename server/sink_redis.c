@@ -69,6 +69,7 @@
  * calls (exactly_once) have a 1 s connect timeout and a 60 s reply timeout.
  */
 #include "endpoint.h"
+#define SL_SINK_FINAL_ID UINT64_MAX /* checkpoint.h: SL_CKPT_FINAL */
 #include "log.h"
 #include "redis_url.h"
 
@@ -138,6 +139,11 @@ typedef struct rsink_s {
   size_t n_eps, cap_eps;
   uint64_t commit_want; /* a commit to retry on reconnect; 0 = none */
   int has_commit_want;
+  /* The markers must grow across runs, so the checkpoint taken at END
+   * (SL_CKPT_FINAL to the core) is staged under the id after the last one
+   * this sink saw (which is below the id the coordinator gives that image,
+   * and so below every id of the next run). */
+  uint64_t last_id, final_id;
 } rsink_t;
 
 static double rs_now(void) {
@@ -1075,6 +1081,7 @@ static int rs_start(sl_sink_t *k) {
   }
   l->k = k;
   l->cmd = -1;
+  l->last_id = k->restored_id;
   for (int i = 0; i < 4 && c->command; i++)
     if (!strcmp(c->command, cmds[i]))
       l->cmd = i;
@@ -1208,6 +1215,9 @@ static int rs_precommit(sl_sink_t *k, uint64_t id, sl_buf_t *state) {
    * pushes again until it lands or 30 s pass */
   if (rs_e_push_all(l) < 0)
     return -1;
+  if (id == SL_SINK_FINAL_ID)
+    id = l->final_id = l->last_id + 1;
+  l->last_id = id;
   if (l->n_eps == l->cap_eps) {
     size_t cap = l->cap_eps ? l->cap_eps * 2 : 4;
     rs_epoch_t *e = realloc(l->eps, cap * sizeof *e);
@@ -1254,6 +1264,8 @@ static int rs_commit(sl_sink_t *k, uint64_t id) {
            k->cfg->name, id);
     return -1;
   }
+  if (id == SL_SINK_FINAL_ID)
+    id = l->final_id;
   size_t i = 0;
   while (i < l->n_eps && l->eps[i].id != id)
     i++;
@@ -1288,6 +1300,7 @@ static int rs_restore(sl_sink_t *k, const uint8_t *state, size_t len) {
     }
     id = rs_get_u64(state + 8);
   }
+  k->restored_id = id;
   rs_epoch_t *eps = calloc(n + 1, sizeof *eps);
   char *marker = rs_key(&tmp, "marker"), *lists = rs_key(&tmp, "lists");
   char *staged = rs_key(&tmp, "staged:");

@@ -70,8 +70,9 @@
 #define SL_REDIS_POLL_MS 20    /* connecting: check the socket's error */
 #define SL_REDIS_CLOSE_MS 2000 /* graceful disconnect at close */
 #define SL_REDIS_COUNT "512"
-#define SL_REDIS_BLOCK "1000"
-#define SL_REDIS_ACK_BATCH 1000
+#define SL_REDIS_BLOCK "100" /* ms: acks queue behind a blocked read */
+#define SL_REDIS_ACK_BATCH 10000
+#define SL_REDIS_ACK_BATCH_S "10000"
 
 /* An entry id "ms-seq". */
 typedef struct rs_id_s {
@@ -394,8 +395,8 @@ static void rs_ack_run(rs_t *r) {
     return;
   char to[48];
   rs_id_format(r->ack_to, to);
-  const char *argv[] = {"XPENDING", r->stream, r->group,   "-",
-                        to,         "1000",    r->consumer};
+  const char *argv[] = {"XPENDING",           r->stream,  r->group, "-", to,
+                        SL_REDIS_ACK_BATCH_S, r->consumer};
   r->ack_dirty = 0;
   if (rs_cmd(r, rs_on_xpending, 7, argv, NULL) == 0)
     r->acking = 1;

@@ -1042,8 +1042,11 @@ function M.load(path, opts)
     if n.type == "source" then
       node.path, node.follow, node.listen, node.max_line = n.path, n.follow, n.listen, n.max_line
       node.count, node.rate = n.count, n.rate
+      node.url, node.stream, node.group, node.consumer = n.url, n.stream, n.group, n.consumer
+      node.start_at, node.field, node.pipeline = n.start_at, n.field, n.pipeline
     elseif n.type == "sink" then
       node.path, node.connect = n.path, n.connect
+      node.url, node.command, node.key, node.pipeline = n.url, n.command, n.key, n.pipeline
       node.dead_from = {}
     else
       node.script, node.chunkname, node.params = n.script, n.chunkname, n.params
