@@ -159,6 +159,8 @@ void sl_source_fail(sl_source_t *s, const char *why);
 void sl_sink_ready(sl_sink_t *k);
 /* A fatal sink error (e.g. cannot open its file): the pipeline fails. */
 void sl_sink_fail(sl_sink_t *k, const char *why);
+/* The same with the exit code to end with (5: Redis unreachable). */
+void sl_sink_fail_code(sl_sink_t *k, int code, const char *why);
 
 /* ---- the kinds ---- */
 extern const sl_source_vt_t sl_source_file_vt;

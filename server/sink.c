@@ -40,11 +40,15 @@ void sl_sink_ready(sl_sink_t *k) {
   uv_async_send(&kc->c->wake);
 }
 
-void sl_sink_fail(sl_sink_t *k, const char *why) {
+void sl_sink_fail_code(sl_sink_t *k, int code, const char *why) {
   sl_sink_core_t *kc = k->core;
   k->errors++;
   sl_log(SL_LOG_ERROR, "sink", "'%s': %s", k->cfg->name, why);
-  sl_core_fail(kc->c, 3);
+  sl_core_fail(kc->c, code);
+}
+
+void sl_sink_fail(sl_sink_t *k, const char *why) {
+  sl_sink_fail_code(k, 3, why);
 }
 
 static void finished(sl_sink_t *k) {

@@ -65,7 +65,7 @@
  *
  * Faults: a Redis that cannot be reached is retried with back-off (100 ms
  * doubling to 2 s, a WARN each time); after 30 s without a connection the
- * sink fails with an ERROR (sl_sink_fail: the pipeline exits 3). Blocking
+ * sink fails with an ERROR (the pipeline exits 5, Redis unreachable). Blocking
  * calls (exactly_once) have a 1 s connect timeout and a 60 s reply timeout.
  */
 #include "endpoint.h"
@@ -306,7 +306,8 @@ static void rs_fail(rsink_t *l, const char *fmt, ...) {
   l->q.len = l->q_head = l->q_n = l->q_sent = 0;
   l->pend.len = l->pend_n = 0;
   uv_timer_stop(&l->timer);
-  sl_sink_fail(l->k, why);
+  /* "redis at HOST:PORT ...": Redis cannot be reached or refused us */
+  sl_sink_fail_code(l->k, strncmp(why, "redis at ", 9) ? 3 : 5, why);
   if (l->k->busy)
     sl_sink_ready(l->k);
   if (l->finish_done) {
