@@ -11,6 +11,8 @@
 --   * at_least_once into XADD: a SIGKILL mid-stream loses no word.
 --   * the redis:// store restores with another parallelism (count x2 ->
 --     x4, 2 -> 3 workers): exact totals.
+--   * XACK after the checkpoint: after a SIGTERM nothing read is left in
+--     the group's pending entries list, and no staged list is left.
 --   * an unreachable redis:// store at start: retried with a WARN line,
 --     then exit 5 after checkpoint.connect_timeout.
 --
