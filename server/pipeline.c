@@ -242,16 +242,29 @@ static void log_summary(sl_core_t *c, double ms) {
   const sl_plan_t *p = c->plan;
   for (int n = 0; n < p->n_nodes; n++) {
     const sl_plan_node_t *node = &p->nodes[n];
-    uint64_t in = 0, out = 0;
+    uint64_t in = 0, out = 0, errors = 0;
     for (int i = 0; i < node->parallelism; i++) {
-      in += c->insts[node->first_gid + i].records_in;
-      out += c->insts[node->first_gid + i].records_out;
+      int gid = node->first_gid + i;
+      uint64_t a = 0, b = 0, e = 0;
+      if (node->type == SL_NODE_OPERATOR &&
+          sl_worker_stats(c->workers[p->insts[gid].thread], gid, &a, &b, &e) ==
+              0) {
+        in += a, out += b, errors += e;
+      } else {
+        const sl_inst_rt_t *rt = &c->insts[gid];
+        in += rt->records_in;
+        out += rt->records_out;
+        errors += rt->source ? rt->source->errors
+                  : rt->sink ? rt->sink->errors
+                             : 0;
+      }
     }
-    sl_log(SL_LOG_INFO, "pipeline", "%s '%s': %llu in, %llu out",
+    sl_log(SL_LOG_INFO, "pipeline", "%s '%s': %llu in, %llu out, %llu errors",
            node->type == SL_NODE_SOURCE     ? "source"
            : node->type == SL_NODE_OPERATOR ? "operator"
                                             : "sink",
-           node->cfg.name, (unsigned long long)in, (unsigned long long)out);
+           node->cfg.name, (unsigned long long)in, (unsigned long long)out,
+           (unsigned long long)errors);
   }
   sl_log(SL_LOG_INFO, "pipeline", "finished in %.0f ms", ms);
 }

@@ -35,8 +35,9 @@ struct sl_worker_s {
   double timer_due; /* armed for this wall-clock ms, or -1 */
   atomic_int quit;
   lua_State *L;
-  int fn_batch, fn_end, fn_timer, fn_snap, fn_restore, fn_open; /* refs */
-  int fn_prepare, fn_commit, fn_abort, fn_swap;                  /* reload */
+  int fn_batch, fn_end, fn_timer, fn_snap, fn_restore, fn_open,
+      fn_stats;                                 /* refs */
+  int fn_prepare, fn_commit, fn_abort, fn_swap; /* reload */
   uv_mutex_t mu;
   int mu_ready;
   struct sl_wmsg_s *inbox, *inbox_tail; /* reload messages (mu) */
@@ -74,7 +75,9 @@ static const char *boot_lua =
     "  function(s, src) return w:prepare_reload(s, src) end,\n"
     "  function(s, b) return w:commit_reload(s, b) end,\n"
     "  function(s) w:abort_reload(s) end,\n"
-    "  function(g) return w:swap_ready(g) end\n";
+    "  function(g) return w:swap_ready(g) end,\n"
+    "  function(g) local s = w:stats(g)\n"
+    "    return s.records_in, s.records_out, s.errors end\n";
 
 /* ---- the FFI surface (luaapi.h), called from this worker's Lua ---- */
 
@@ -485,10 +488,11 @@ static int boot(sl_worker_t *w, char **err) {
   lua_pushlstring(L, p->blob, p->blob_len);
   lua_pushinteger(L, w->thread);
   lua_pushlightuserdata(L, &w->api);
-  if (lua_pcall(L, 3, 10, 0)) {
+  if (lua_pcall(L, 3, 11, 0)) {
     *err = strdup(lua_tostring(L, -1));
     return -1;
   }
+  w->fn_stats = luaL_ref(L, LUA_REGISTRYINDEX);
   w->fn_swap = luaL_ref(L, LUA_REGISTRYINDEX);
   w->fn_abort = luaL_ref(L, LUA_REGISTRYINDEX);
   w->fn_commit = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -610,6 +614,22 @@ void sl_worker_destroy(sl_worker_t *w) {
     uv_mutex_destroy(&w->mu);
   }
   free(w);
+}
+
+int sl_worker_stats(sl_worker_t *w, int gid, uint64_t *in, uint64_t *out,
+                    uint64_t *errors) {
+  lua_State *L = w->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->fn_stats);
+  lua_pushinteger(L, gid);
+  if (lua_pcall(L, 1, 3, 0)) {
+    lua_pop(L, 1);
+    return -1;
+  }
+  *in = (uint64_t)lua_tonumber(L, -3);
+  *out = (uint64_t)lua_tonumber(L, -2);
+  *errors = (uint64_t)lua_tonumber(L, -1);
+  lua_pop(L, 3);
+  return 0;
 }
 
 uv_async_t *sl_worker_wake(sl_worker_t *w) {

@@ -18,6 +18,11 @@ void sl_worker_stop(sl_worker_t *w); /* any thread: finish and exit */
 void sl_worker_join(sl_worker_t *w);
 void sl_worker_destroy(sl_worker_t *w); /* after join (or never started) */
 uv_async_t *sl_worker_wake(sl_worker_t *w);
+/* An operator instance's counts, as its Lua side keeps them (records in and
+ * out, whether by channel or by direct call; errors). Only after
+ * sl_worker_join (or before start). 0 ok. */
+int sl_worker_stats(sl_worker_t *w, int gid, uint64_t *in, uint64_t *out,
+                    uint64_t *errors);
 /* Any thread: queue a reload message for the worker (watch.h: kind
  * SL_WMSG_*; src only for PREPARE; both copied) and wake it. 0, -1 OOM. */
 int sl_worker_post(sl_worker_t *w, int kind, uint64_t seq, const char *script,
