@@ -344,6 +344,15 @@ static int final_complete(const sl_coord_t *k) {
   return sources_all_ended(k);
 }
 
+int sl_checkpoint_periodic(sl_core_t *c) {
+  return c->coord && !c->plan->ckpt_implicit;
+}
+
+int sl_checkpoint_at_end(sl_core_t *c) {
+  return c->coord &&
+         (!c->plan->ckpt_implicit || atomic_load(&c->savepoint) != 0);
+}
+
 int sl_checkpoint_pump(sl_core_t *c) {
   sl_coord_t *k = c->coord;
   if (!k)
@@ -369,6 +378,8 @@ int sl_checkpoint_pump(sl_core_t *c) {
     store_image(k, &k->img, k->acked);
     drop_pending(k);
   }
+  if (!sl_checkpoint_at_end(c))
+    return 0; /* no checkpoints and (so far) no savepoint asked for */
   if (!k->final_done && !k->pending && !k->storing && final_complete(k)) {
     sl_ckpt_t img;
     sl_ckpt_init(&img, ++k->last_id);
@@ -574,8 +585,8 @@ int sl_checkpoint_open(sl_core_t *c, const char *restore) {
   if (code)
     return code;
   if (!k->have_restored) {
-    sl_log(SL_LOG_INFO, "checkpoint", "starting empty (store %s)",
-           p->ckpt_store);
+    sl_log(p->ckpt_implicit ? SL_LOG_DEBUG : SL_LOG_INFO, "checkpoint",
+           "starting empty (store %s)", p->ckpt_store);
     return 0;
   }
   code = check_meta(k);

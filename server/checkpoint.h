@@ -58,6 +58,11 @@ void sl_checkpoint_release_restore(sl_core_t *c);
 int sl_checkpoint_start(sl_core_t *c);
 /* Any thread: hand over an ack, wake the I/O thread. */
 void sl_checkpoint_ack(sl_core_t *c, sl_ack_t *a);
+/* Does the pipeline take periodic checkpoints (a checkpoint block)? */
+int sl_checkpoint_periodic(sl_core_t *c);
+/* Is a checkpoint taken at END? (always with a checkpoint block; without
+ * one, only for a conf reload's savepoint). Any thread. */
+int sl_checkpoint_at_end(sl_core_t *c);
 /* I/O thread: take in the acks; 1 while a final checkpoint is still owed. */
 int sl_checkpoint_pump(sl_core_t *c);
 /* A source reached its end (offset at the end) or stopped: remember it. */

@@ -65,12 +65,18 @@ typedef struct sl_core_s {
   int force;            /* a second signal or the deadline: no more draining */
   int shutting_down;    /* handles are being closed */
   int started_workers;
-  int exact;                /* exactly_once: barriers are aligned */
-  struct sl_coord_s *coord; /* checkpoint.c; NULL without checkpoints */
+  int exact;                        /* exactly_once: barriers are aligned */
+  struct sl_coord_s *coord;         /* checkpoint.c; NULL without checkpoints */
+  struct sl_confwatch_s *confwatch; /* confwatch.c */
+  sl_plan_t *next_plan;             /* a valid changed conf: run it next */
+  atomic_int savepoint;     /* stopping to restart: take the savepoint */
+  int workers_override;     /* --workers, for a reloaded conf */
   struct sl_watch_s *watch; /* watch.c: script hot reload */
   uint64_t reloads_ok, reloads_failed; /* script reloads (I/O thread) */
 } sl_core_t;
 
+/* I/O thread: stop the sources and drain, to restart with c->next_plan. */
+void sl_core_restart(sl_core_t *c, const char *why);
 /* The wake handle of thread t (0 = I/O). */
 uv_async_t *sl_core_wake_of(sl_core_t *c, int thread);
 /* Records a failure (first code wins) and wakes the I/O thread. Any thread. */

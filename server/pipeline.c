@@ -11,6 +11,7 @@
 #include "sluice.h"
 
 #include "checkpoint.h"
+#include "confwatch.h"
 #include "core.h"
 #include "log.h"
 #include "luaapi.h"
@@ -182,6 +183,10 @@ static void begin_stop(sl_core_t *c, const char *why) {
   uv_idle_start(&c->idle, on_io_idle);
 }
 
+void sl_core_restart(sl_core_t *c, const char *why) {
+  begin_stop(c, why);
+}
+
 static void on_signal(uv_signal_t *s, int signum) {
   sl_core_t *c = s->data;
   if (c->stopping) {
@@ -230,6 +235,7 @@ static void shutdown_all(sl_core_t *c) {
   sl_core_sinks_flush(c);
   sl_checkpoint_stop(c);
   sl_watch_stop(c);
+  sl_confwatch_stop(c);
   stop_workers(c);
   sl_core_sources_close(c);
   sl_core_sinks_close(c);
@@ -294,6 +300,7 @@ static int start(sl_core_t *c, const char *restore) {
     if (sl_worker_start(c->workers[t]))
       return -1;
   sl_watch_start(c);
+  sl_confwatch_start(c);
   uv_signal_start(&c->sigint, on_signal, SIGINT);
   uv_signal_start(&c->sigterm, on_signal, SIGTERM);
   uv_timer_start(&c->flush_timer, on_flush, SL_FLUSH_MS, SL_FLUSH_MS);
@@ -304,6 +311,7 @@ static int start(sl_core_t *c, const char *restore) {
 static void destroy(sl_core_t *c) {
   sl_checkpoint_close(c);
   sl_watch_close(c);
+  sl_confwatch_close(c);
   sl_align_free(c);
   for (int t = 1; c->workers && t <= c->plan->workers; t++)
     sl_worker_destroy(c->workers[t]);
@@ -316,10 +324,15 @@ static void destroy(sl_core_t *c) {
   sl_core_sinks_free(c);
 }
 
-static int run_plan(sl_plan_t *plan, const char *restore) {
+/* Runs one plan; *next gets the plan of a valid changed conf to run next
+ * (from the savepoint this run took), or NULL. */
+static int run_plan(sl_plan_t *plan, const char *restore, int workers,
+                    sl_plan_t **next) {
   sl_core_t c;
   memset(&c, 0, sizeof c);
   c.plan = plan;
+  c.workers_override = workers;
+  atomic_init(&c.savepoint, 0);
   atomic_init(&c.live, 0);
   atomic_init(&c.exit_code, 0);
   double t0 = sl_now_ms();
@@ -331,6 +344,7 @@ static int run_plan(sl_plan_t *plan, const char *restore) {
     sl_log(SL_LOG_ERROR, "pipeline", "could not start '%s'", plan->name);
     c.shutting_down = 1;
     sl_watch_stop(&c);
+    sl_confwatch_stop(&c);
     stop_workers(&c);
     sl_core_sources_close(&c);
     sl_core_sinks_close(&c);
@@ -343,6 +357,9 @@ static int run_plan(sl_plan_t *plan, const char *restore) {
   int code = atomic_load(&c.exit_code);
   if (!code && rc == 0)
     log_summary(&c, sl_now_ms() - t0);
+  *next = code ? NULL : c.next_plan;
+  if (code)
+    sl_plan_destroy(c.next_plan);
   destroy(&c);
   return code;
 }
@@ -383,8 +400,14 @@ int sl_run(const sl_options_t *o) {
   int code = load(o, &plan);
   if (code)
     return code;
-  log_lines(plan->describe);
-  code = run_plan(plan, o->restore);
-  sl_plan_destroy(plan);
+  const char *restore = o->restore;
+  while (plan) {
+    sl_plan_t *next = NULL;
+    log_lines(plan->describe);
+    code = run_plan(plan, restore, o->workers, &next);
+    sl_plan_destroy(plan);
+    plan = next;
+    restore = "latest"; /* a reloaded conf starts from the savepoint */
+  }
   return code;
 }

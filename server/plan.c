@@ -291,10 +291,26 @@ static void read_checkpoint(lua_State *L, sl_plan_t *p, int *oom) {
   lua_pop(L, 1);
   p->exactly_once =
       p->ckpt_store && p->guarantee && !strcmp(p->guarantee, "exactly_once");
+  int sinks_checkpointing = p->ckpt_store != NULL;
+  if (!p->ckpt_store && !*oom) {
+    /* No checkpoints: a process-local store that only a conf reload's
+     * savepoint uses (confwatch.h). */
+    char url[256];
+    snprintf(url, sizeof url, "memory:savepoint-%d-%s", (int)getpid(),
+             p->name ? p->name : "");
+    p->ckpt_store = strdup(url);
+    p->ckpt_implicit = 1;
+    p->ckpt_every_ms = 1e15;
+    p->ckpt_timeout_ms = 60000;
+    p->ckpt_connect_ms = 0;
+    p->ckpt_keep = 1;
+    if (!p->ckpt_store)
+      *oom = 1;
+  }
   for (int i = 0; i < p->n_nodes; i++)
     if (p->nodes[i].type == SL_NODE_SINK) {
       p->nodes[i].cfg.exactly_once = p->exactly_once;
-      p->nodes[i].cfg.checkpointing = p->ckpt_store != NULL;
+      p->nodes[i].cfg.checkpointing = sinks_checkpointing;
     }
 }
 

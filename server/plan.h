@@ -64,8 +64,9 @@ typedef struct sl_plan_s {
   char *ckpt_store;
   double ckpt_every_ms, ckpt_timeout_ms, ckpt_connect_ms;
   int ckpt_keep;
-  int exactly_once; /* guarantee == exactly_once (with checkpoints) */
-  char *blob;       /* string.buffer-encoded plan table for the workers */
+  int ckpt_implicit; /* no checkpoint block: a memory store for savepoints */
+  int exactly_once;  /* guarantee == exactly_once (with checkpoints) */
+  char *blob;        /* string.buffer-encoded plan table for the workers */
   size_t blob_len;
 } sl_plan_t;
 

@@ -60,7 +60,7 @@ static void finished(sl_sink_t *k) {
 static void precommit(sl_sink_t *k, uint64_t id) {
   sl_sink_core_t *kc = k->core;
   sl_core_t *c = kc->c;
-  if (!c->coord)
+  if (!c->coord || (id == SL_CKPT_FINAL && !sl_checkpoint_at_end(c)))
     return;
   sl_buf_t state;
   sl_buf_init(&state);

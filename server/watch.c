@@ -15,6 +15,7 @@
 #include "watch.h"
 
 #include "checkpoint.h"
+#include "confwatch.h"
 #include "log.h"
 #include "sluice.h"
 #include "worker.h"
@@ -203,16 +204,18 @@ static void finish(sl_watch_t *wt) {
     post_all(wt, s, SL_WMSG_COMMIT, NULL, 0, &posted);
     s->version++;
     c->reloads_ok++;
-    sl_log(SL_LOG_INFO, "reload", "%s: version %d is swapped in %s",
-           s->display, s->version,
-           c->coord ? "at the next checkpoint barrier" : "between batches");
-    if (c->coord)
+    sl_log(SL_LOG_INFO, "reload", "%s: version %d is swapped in %s", s->display,
+           s->version,
+           sl_checkpoint_periodic(c) ? "at the next checkpoint barrier"
+                                     : "between batches");
+    if (sl_checkpoint_periodic(c))
       sl_checkpoint_request(c);
   } else {
     post_all(wt, s, SL_WMSG_ABORT, NULL, 0, &posted);
     c->reloads_failed++;
-    sl_log(SL_LOG_ERROR, "reload", "reload of %s failed: %s; version %d keeps running",
-           s->display, wt->err, s->version);
+    sl_log(SL_LOG_ERROR, "reload",
+           "reload of %s failed: %s; version %d keeps running", s->display,
+           wt->err, s->version);
   }
 }
 
@@ -319,6 +322,7 @@ static void on_poll(uv_fs_poll_t *h, int status, const uv_stat_t *prev,
 static void on_hup(uv_signal_t *h, int signum) {
   (void)signum;
   sl_watch_reload_all(h->data, "SIGHUP");
+  sl_confwatch_check(h->data, 0); /* and the conf, if it changed */
 }
 
 static char *dir_of(const char *path) {
@@ -407,13 +411,14 @@ int sl_watch_start(sl_core_t *c) {
     sl_wdir_t *dir = &wt->dirs[d];
     uv_fs_event_init(&c->loop, &dir->ev);
     dir->ev.data = dir;
-    int rc = force_poll ? UV_ENOSYS
-                        : uv_fs_event_start(&dir->ev, on_dir_event, dir->path, 0);
+    int rc = force_poll
+                 ? UV_ENOSYS
+                 : uv_fs_event_start(&dir->ev, on_dir_event, dir->path, 0);
     dir->active = rc == 0;
     if (rc && !force_poll)
       sl_log(SL_LOG_WARN, "reload",
-             "cannot watch %s (%s): polling its scripts every %d ms",
-             dir->path, uv_strerror(rc), SL_WATCH_POLL_MS);
+             "cannot watch %s (%s): polling its scripts every %d ms", dir->path,
+             uv_strerror(rc), SL_WATCH_POLL_MS);
   }
   int polled = 0;
   for (int i = 0; i < wt->n; i++) {

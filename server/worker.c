@@ -178,7 +178,7 @@ static sl_ack_t *ack_from_table(lua_State *L, uint64_t id, int gid) {
 /* Snapshots instance gid's keyed state for checkpoint id and acks it. */
 static void snapshot(sl_worker_t *w, int gid, uint64_t id) {
   sl_core_t *c = w->core;
-  if (!c->coord)
+  if (!c->coord || (id == SL_CKPT_FINAL && !sl_checkpoint_at_end(c)))
     return;
   lua_State *L = w->L;
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->fn_snap);
@@ -374,7 +374,7 @@ static void do_prepare(sl_worker_t *w, sl_wmsg_t *m) {
 /* COMMIT: swap now, or (checkpointing) at each instance's next barrier. */
 static void do_commit(sl_worker_t *w, sl_wmsg_t *m) {
   sl_core_t *c = w->core;
-  int at_barrier = c->coord != NULL;
+  int at_barrier = sl_checkpoint_periodic(c);
   if (at_barrier)
     for (int i = 0; i < w->n_hosted; i++) {
       int gid = w->hosted[i];
