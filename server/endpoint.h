@@ -43,6 +43,7 @@ typedef struct sl_node_cfg_s {
   const char *command;  /* sink: "xadd" | "hset" | "set" | "publish" */
   const char *key;      /* sink: the Redis key; "{key}" = the record's key */
   const char *pipeline; /* the pipeline's name (redis sink: marker keys) */
+  double connect_timeout_ms; /* redis: unreachable this long: exit 5 */
 } sl_node_cfg_t;
 
 typedef struct sl_source_s sl_source_t;
@@ -143,6 +144,7 @@ struct sl_sink_s {
  * batch. 0 ok, -1 OOM (logged). A source should check s->paused after each
  * read callback, and stop reading while it is set. */
 int sl_source_emit(sl_source_t *s, const char *line, size_t n, double time_ms);
+int sl_source_emit_fields(sl_source_t *s, const char *const *kv, const size_t *lens, size_t npairs, double time_ms);
 /* Pushes the pending batch now (call at the end of every read callback). */
 void sl_source_flush(sl_source_t *s);
 /* No more records (closing = 1: input ended; 0: stopped). Flushes. */

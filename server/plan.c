@@ -168,6 +168,7 @@ static void read_node(lua_State *L, sl_plan_node_t *n, int *oom) {
   c->command = get_str(L, "command", oom);
   c->key = get_str(L, "key", oom);
   c->pipeline = get_str(L, "pipeline", oom);
+  c->connect_timeout_ms = get_num(L, "connect_timeout_ms", 0);
   c->max_line = (size_t)get_num(L, "max_line", 1048576);
   c->count = (int64_t)get_num(L, "count", -1);
   c->rate = get_num(L, "rate", 0);
@@ -361,6 +362,12 @@ static void push_opts(lua_State *L, int workers) {
   }
   lua_pushinteger(L, (lua_Integer)uv_available_parallelism());
   lua_setfield(L, -2, "cores");
+  char host[256];
+  if (gethostname(host, sizeof host) == 0) {
+    host[sizeof host - 1] = '\0';
+    lua_pushstring(L, host);
+    lua_setfield(L, -2, "hostname");
+  }
   if (getcwd(cwd, sizeof cwd)) {
     lua_pushstring(L, cwd);
     lua_setfield(L, -2, "cwd");

@@ -92,7 +92,7 @@
 #define RS_STAGE_AT (1u << 20)
 #define RS_BACKOFF_MIN 100
 #define RS_BACKOFF_MAX 2000
-#define RS_GIVE_UP_MS 30000
+#define RS_GIVE_UP_MS 30000 /* default of the conf's connect_timeout */
 #define RS_CONNECT_TIMEOUT_MS 1000
 #define RS_REPLY_TIMEOUT_S 60
 #define RS_STATE_VERSION 1
@@ -340,9 +340,12 @@ static void rs_retry_later(rsink_t *l, const char *why, uv_timer_cb cb) {
     return;
   if (l->down_since == 0)
     l->down_since = now;
-  if (now - l->down_since >= RS_GIVE_UP_MS) {
+  double give_up = l->k->cfg->connect_timeout_ms > 0
+                       ? l->k->cfg->connect_timeout_ms
+                       : RS_GIVE_UP_MS;
+  if (now - l->down_since >= give_up) {
     rs_fail(l, "redis at %s:%d unreachable for %d s (%s): giving up",
-            l->url.host, l->url.port, RS_GIVE_UP_MS / 1000, why);
+            l->url.host, l->url.port, (int)(give_up / 1000), why);
     return;
   }
   if (l->backoff == 0)

@@ -36,13 +36,14 @@ local FIELDS = {
     tcp = { kind = true, listen = true, max_line = true },
     generator = { kind = true, count = true, rate = true },
     redis = { kind = true, url = true, stream = true, group = true, consumer = true,
-              start = true, field = true },
+              start = true, field = true, connect_timeout = true },
   },
   sink = {
     stdout = { kind = true, from = true },
     file = { kind = true, path = true, from = true },
     tcp = { kind = true, connect = true, from = true },
-    redis = { kind = true, url = true, command = true, key = true, from = true },
+    redis = { kind = true, url = true, command = true, key = true, from = true,
+              connect_timeout = true },
   },
 }
 -- Every field any kind of source/sink knows (to tell "unknown" from "not for this kind").
@@ -445,6 +446,17 @@ function M.load(path, opts)
       ferr(d, "url", 'url must be "redis://[:PASSWORD@]HOST:PORT[/DB]" (got ' .. fmtval(url) .. ")")
     end
     n.url = url
+    local ct = F.connect_timeout
+    if ct ~= nil then
+      local num, unit = tostring(ct):match("^(%d+%.?%d*)(%a*)$")
+      local mult = ({ [""] = 1, ms = 1, s = 1000, m = 60000 })[unit or "?"]
+      if not num or not mult or tonumber(num) * mult <= 0 then
+        ferr(d, "connect_timeout", 'connect_timeout must be a duration like "5s" (got '
+          .. fmtval(ct) .. ")")
+      else
+        n.connect_timeout_ms = tonumber(num) * mult
+      end
+    end
     if d.type == "source" then
       n.stream = check_string(d, "stream")
       n.group = check_string(d, "group")
@@ -1009,7 +1021,11 @@ function M.load(path, opts)
       n.pipeline = P.name
       if d.type == "source" then
         n.group = n.group or P.name
-        n.consumer = n.consumer or (P.name .. "-" .. n.name)
+        -- several processes sharing a group need distinct consumers: the
+        -- host's name (a container's) makes the default one per process,
+        -- and stays the same when the process restarts there
+        n.consumer = n.consumer or (P.name .. "-" .. n.name
+          .. (opts.hostname and ("@" .. opts.hostname) or ""))
       end
     end
   end
@@ -1044,9 +1060,11 @@ function M.load(path, opts)
       node.count, node.rate = n.count, n.rate
       node.url, node.stream, node.group, node.consumer = n.url, n.stream, n.group, n.consumer
       node.start_at, node.field, node.pipeline = n.start_at, n.field, n.pipeline
+      node.connect_timeout_ms = n.connect_timeout_ms
     elseif n.type == "sink" then
       node.path, node.connect = n.path, n.connect
       node.url, node.command, node.key, node.pipeline = n.url, n.command, n.key, n.pipeline
+      node.connect_timeout_ms = n.connect_timeout_ms
       node.dead_from = {}
     else
       node.script, node.chunkname, node.params = n.script, n.chunkname, n.params

@@ -38,6 +38,7 @@ local BAD = {
     "3: sink 'c': command must be xadd, hset, set or publish (got \"lpush\")",
     "4: source 'd': url must be \"redis://[:PASSWORD@]HOST:PORT[/DB]\" (got \"http://x\")",
     "4: source 'd': start must be \"first\" or \"last\" (got \"middle\")",
+    "5: source 'd': connect_timeout must be a duration like \"5s\" (got \"soon\")",
   },
   bad_missing_kind = { "1: source 'a': missing required field 'kind' (file, stdin, tcp, generator, redis)" },
   bad_missing_path = {
