@@ -351,6 +351,102 @@ int sl_codec_writer_add_string(sl_codec_writer_t *w, const char *s, size_t n,
   return 0;
 }
 
+/* One key of add_fields, to find keys given twice. */
+typedef struct sl_codec_fkey_s {
+  const char *k;
+  size_t len, pair;
+} sl_codec_fkey_t;
+
+static int sl_codec_fkey_cmp(const void *a, const void *b) {
+  const sl_codec_fkey_t *x = a, *y = b;
+  size_t n = x->len < y->len ? x->len : y->len;
+  int c = n ? memcmp(x->k, y->k, n) : 0;
+  if (c)
+    return c;
+  if (x->len != y->len)
+    return x->len < y->len ? -1 : 1;
+  return x->pair < y->pair ? -1 : x->pair > y->pair;
+}
+
+/* Marks in drop[] every pair whose key a later pair gives again; returns the
+ * pairs kept, or SIZE_MAX on OOM. Sorting keeps it O(n log n) for entries
+ * with many fields. */
+static size_t sl_codec_dedup(const char *const *kv, const size_t *lens,
+                             size_t npairs, uint8_t *drop) {
+  sl_codec_fkey_t stack[16], *keys = stack;
+  if (npairs > 16 && !(keys = malloc(npairs * sizeof *keys)))
+    return SIZE_MAX;
+  for (size_t i = 0; i < npairs; i++) {
+    keys[i].k = kv[2 * i];
+    keys[i].len = lens[2 * i];
+    keys[i].pair = i;
+  }
+  qsort(keys, npairs, sizeof *keys, sl_codec_fkey_cmp);
+  size_t kept = npairs;
+  for (size_t i = 0; i + 1 < npairs; i++) /* equal keys: pairs ascending */
+    if (keys[i].len == keys[i + 1].len &&
+        (!keys[i].len || !memcmp(keys[i].k, keys[i + 1].k, keys[i].len))) {
+      drop[keys[i].pair] = 1;
+      kept--;
+    }
+  if (keys != stack)
+    free(keys);
+  return kept;
+}
+
+int sl_codec_writer_add_fields(sl_codec_writer_t *w, const char *const *kv,
+                               const size_t *lens, size_t npairs,
+                               double time_ms) {
+  if (w->count_at == SL_CODEC_NOT_BEGUN || w->nrec >= SL_CODEC_MAX_REC ||
+      (npairs && (!kv || !lens)) || npairs > UINT32_MAX ||
+      npairs > SIZE_MAX / 2)
+    return -1;
+  /* table tag (1) + count (<= 5) + per string tag (<= 5) and bytes + nil key
+   * (1) + number (9) */
+  size_t need = 16;
+  for (size_t i = 0; i < 2 * npairs; i++) {
+    if (lens[i] > UINT32_MAX - SL_TAG_STR || (lens[i] && !kv[i]) ||
+        lens[i] > SIZE_MAX - 5 - need)
+      return -1;
+    need += 5 + lens[i];
+  }
+  uint8_t small[16], *drop = small;
+  if (npairs > sizeof small && !(drop = calloc(npairs, 1)))
+    return -1;
+  if (drop == small)
+    memset(small, 0, sizeof small);
+  size_t kept = npairs > 1 ? sl_codec_dedup(kv, lens, npairs, drop) : npairs;
+  int rc = -1;
+  if (kept == SIZE_MAX ||
+      (w->buf.cap - w->buf.len < need && sl_buf_grow(&w->buf, need) < 0))
+    goto out;
+  uint8_t *q = w->buf.data + w->buf.len;
+  if (kept == 0) {
+    *q++ = SL_TAG_TAB; /* {} as LuaJIT writes it */
+  } else {
+    *q++ = SL_TAG_TAB + 1; /* hash part only */
+    q = sl_codec_stu(q, (uint32_t)kept);
+    for (size_t i = 0; i < 2 * npairs; i++) {
+      if (drop[i / 2])
+        continue;
+      q = sl_codec_stu(q, SL_TAG_STR + (uint32_t)lens[i]);
+      if (lens[i])
+        memcpy(q, kv[i], lens[i]);
+      q += lens[i];
+    }
+  }
+  *q++ = SL_TAG_NIL;
+  *q++ = SL_TAG_NUM;
+  q = sl_codec_stnum(q, time_ms);
+  w->buf.len = (size_t)(q - w->buf.data);
+  w->nrec++;
+  rc = 0;
+out:
+  if (drop != small)
+    free(drop);
+  return rc;
+}
+
 int sl_codec_writer_finish(sl_codec_writer_t *w) {
   if (w->count_at == SL_CODEC_NOT_BEGUN)
     return -1;

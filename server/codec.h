@@ -44,6 +44,13 @@ int sl_codec_writer_begin(sl_codec_writer_t *w);
 /* A record whose value is a string, with no key (nil), at time_ms. */
 int sl_codec_writer_add_string(sl_codec_writer_t *w, const char *s, size_t n,
                                double time_ms);
+/* A record whose value is a table of npairs string pairs, kv[2i] the key and
+ * kv[2i+1] the value (lens[] their lengths; NULL pointers only for length
+ * 0), with no key (nil), at time_ms. A key given twice keeps its last value
+ * (as a Lua table would); no pairs is the empty table {}. */
+int sl_codec_writer_add_fields(sl_codec_writer_t *w, const char *const *kv,
+                               const size_t *lens, size_t npairs,
+                               double time_ms);
 /* Patches the header. The bytes are w->buf.data[0..w->buf.len). */
 int sl_codec_writer_finish(sl_codec_writer_t *w);
 

@@ -1,6 +1,7 @@
 /* source.c - the core's side of sources (I/O thread only).
  *
- * A source kind (source_file.c, ...) calls sl_source_emit per record; this
+ * A source kind (source_file.c, ...) calls sl_source_emit (a line) or
+ * sl_source_emit_fields (a table of string fields) per record; this
  * file packs the records into batches with the C codec, routes each batch to
  * the channels of the source's downstream edges by their grouping, and turns
  * a full channel into back-pressure: the source is paused until every one of
@@ -86,27 +87,52 @@ static void route(sl_source_core_t *sc, const uint8_t *data, size_t len,
   c->insts[sc->gid].records_out += nrec;
 }
 
-int sl_source_emit(sl_source_t *s, const char *line, size_t n, double time_ms) {
-  sl_source_core_t *sc = s->core;
-  if (s->ended)
-    return 0;
+/* Opens a batch if none is open. 0 ok, -1 OOM. */
+static int batch_open(sl_source_core_t *sc) {
   if (!sc->began) {
     if (sl_codec_writer_begin(&sc->w))
-      goto oom;
+      return -1;
     sc->began = 1;
   }
-  /* event times are whole milliseconds (ctx.time) */
-  if (sl_codec_writer_add_string(&sc->w, line, n, floor(time_ms)))
-    goto oom;
+  return 0;
+}
+
+/* A record was added (rc 0) or not (-1: OOM, the pipeline fails). */
+static int batch_added(sl_source_t *s, int rc) {
+  sl_source_core_t *sc = s->core;
+  if (rc) {
+    sl_log(SL_LOG_ERROR, "source", "%s: out of memory", s->cfg->name);
+    sl_core_fail(sc->c, 3);
+    return -1;
+  }
   s->records_out++;
   if (sc->w.nrec >= SL_SOURCE_BATCH_RECORDS ||
       sc->w.buf.len >= SL_SOURCE_BATCH_BYTES)
     sl_source_flush(s);
   return 0;
-oom:
-  sl_log(SL_LOG_ERROR, "source", "%s: out of memory", s->cfg->name);
-  sl_core_fail(sc->c, 3);
-  return -1;
+}
+
+int sl_source_emit(sl_source_t *s, const char *line, size_t n, double time_ms) {
+  sl_source_core_t *sc = s->core;
+  if (s->ended)
+    return 0;
+  /* event times are whole milliseconds (ctx.time) */
+  return batch_added(s, batch_open(sc) ? -1
+                                       : sl_codec_writer_add_string(
+                                             &sc->w, line, n, floor(time_ms)));
+}
+
+/* One record whose value is a table of string fields: kv[2i] -> kv[2i+1]
+ * (lens[] their lengths), npairs pairs; batched like sl_source_emit. */
+int sl_source_emit_fields(sl_source_t *s, const char *const *kv,
+                          const size_t *lens, size_t npairs, double time_ms) {
+  sl_source_core_t *sc = s->core;
+  if (s->ended)
+    return 0;
+  return batch_added(s, batch_open(sc) ? -1
+                                       : sl_codec_writer_add_fields(
+                                             &sc->w, kv, lens, npairs,
+                                             floor(time_ms)));
 }
 
 void sl_source_flush(sl_source_t *s) {

@@ -5,10 +5,13 @@
  * I/O loop with hiredis's libuv adapter) and one uv_timer_t that serves, by
  * state, as the reconnect back-off, the deadline of a connection attempt and
  * the watchdog of a read in flight. Every entry read becomes one record: its
- * value is the entry's `field` (default "v"; whole entries as tables are not
- * supported yet), its time the millisecond part of the entry id. An entry
- * without that field, or one deleted while pending, is rejected
- * (sl_source_reject names its id) and counts as consumed.
+ * value is the entry's `field` (default "v"), or, when the field is NULL or
+ * "*", the whole entry as a table of its field/value pairs
+ * (sl_source_emit_fields; a field given twice keeps its last value); its
+ * time is the millisecond part of the entry id. An entry without that field,
+ * one with a field or value that is not a string, or one deleted while
+ * pending, is rejected (sl_source_reject names its id) and counts as
+ * consumed.
  *
  * Connecting: AUTH and SELECT as the URL says (the connection is named
  * sluice:SOURCE:CONSUMER with CLIENT SETNAME), then
@@ -90,7 +93,8 @@ enum {
 typedef struct rs_s {
   sl_source_t *s;
   sl_redis_url_t url;
-  const char *stream, *group, *consumer, *field;
+  const char *stream, *group, *consumer;
+  const char *field; /* NULL: the whole entry as a table */
   int start_first;
   redisAsyncContext *ac; /* the live connection, or NULL */
   int state;
@@ -416,6 +420,50 @@ static redisReply *rs_field(rs_t *r, redisReply *fields) {
   return NULL;
 }
 
+#define RS_FIELDS_STACK 32 /* pairs of an entry that need no malloc */
+
+/* Emits the whole entry (its field/value pairs) as one table record.
+ * 0 ok, -1 rejected (*why says why). */
+static int rs_emit_fields(rs_t *r, redisReply *fields, rs_id_t id, char *why,
+                          size_t whylen) {
+  const char *kv_stack[2 * RS_FIELDS_STACK], **kv = kv_stack;
+  size_t lens_stack[2 * RS_FIELDS_STACK], *lens = lens_stack;
+  size_t npairs = fields->elements / 2;
+  char idtext[48];
+  if (npairs > RS_FIELDS_STACK) {
+    kv = malloc(2 * npairs * sizeof *kv);
+    lens = malloc(2 * npairs * sizeof *lens);
+    if (!kv || !lens) {
+      free(kv);
+      free(lens);
+      rs_id_format(id, idtext);
+      snprintf(why, whylen, "entry %s: out of memory (%zu fields)", idtext,
+               npairs);
+      return -1;
+    }
+  }
+  int rc = 0;
+  for (size_t i = 0; i < 2 * npairs; i++) {
+    redisReply *f = fields->element[i];
+    if (f->type != REDIS_REPLY_STRING) {
+      rs_id_format(id, idtext);
+      snprintf(why, whylen, "entry %s has a %s that is not a string", idtext,
+               i % 2 ? "value" : "field");
+      rc = -1;
+      break;
+    }
+    kv[i] = f->str;
+    lens[i] = f->len;
+  }
+  if (rc == 0)
+    sl_source_emit_fields(r->s, kv, lens, npairs, (double)id.ms);
+  if (kv != kv_stack) {
+    free(kv);
+    free(lens);
+  }
+  return rc;
+}
+
 /* Emits the entries of one XREADGROUP reply; returns how many it held. */
 static size_t rs_emit_entries(rs_t *r, redisReply *entries) {
   sl_source_t *s = r->s;
@@ -439,6 +487,11 @@ static size_t rs_emit_entries(rs_t *r, redisReply *entries) {
       rs_id_format(id, idtext);
       snprintf(why, sizeof why, "entry %s was deleted while pending", idtext);
       sl_source_reject(s, why);
+      continue;
+    }
+    if (!r->field) {
+      if (rs_emit_fields(r, fields, id, why, sizeof why))
+        sl_source_reject(s, why);
       continue;
     }
     redisReply *v = rs_field(r, fields);
@@ -710,7 +763,10 @@ static int rs_start(sl_source_t *s) {
   r->stream = cfg->stream;
   r->group = cfg->group && cfg->group[0] ? cfg->group : cfg->name;
   r->consumer = cfg->consumer && cfg->consumer[0] ? cfg->consumer : cfg->name;
-  r->field = cfg->field && cfg->field[0] ? cfg->field : "v";
+  if (!cfg->field || !strcmp(cfg->field, "*"))
+    r->field = NULL; /* the whole entry */
+  else
+    r->field = cfg->field[0] ? cfg->field : "v";
   r->start_first = cfg->start_at && !strcmp(cfg->start_at, "first");
   uv_timer_init(s->loop, &r->timer);
   r->timer.data = r;

@@ -63,6 +63,8 @@ static size_t get_u(const uint8_t *p, uint32_t *v) {
 
 static void check_bad(const uint8_t *p, size_t n);
 static void check_bad_line(const uint8_t *p, size_t n);
+static void expect_line(const uint8_t *p, const uint8_t *end,
+                        const char *want);
 
 /* ---- writer vs buffer.encode --------------------------------------------- */
 
@@ -221,6 +223,180 @@ static void test_writer_states(void) {
   CHECK_EQ_INT(w.buf.len, 6 + 1 + 1 + 9);
   sl_codec_writer_free(&w);
   sl_codec_writer_free(&w); /* twice is fine */
+}
+
+/* ---- add_fields: a table of string fields ------------------------------ */
+
+typedef struct {
+  const char *kv[2 * 64];
+  size_t lens[2 * 64];
+  size_t npairs;
+} fields_t;
+
+static void field_add(fields_t *f, const char *k, size_t kn, const char *v,
+                      size_t vn) {
+  CHECK(f->npairs < 64);
+  f->kv[2 * f->npairs] = k;
+  f->lens[2 * f->npairs] = kn;
+  f->kv[2 * f->npairs + 1] = v;
+  f->lens[2 * f->npairs + 1] = vn;
+  f->npairs++;
+}
+
+static void field_adds(fields_t *f, const char *k, const char *v) {
+  field_add(f, k, strlen(k), v, strlen(v));
+}
+
+/* Pushes the Lua table the pairs stand for (a later key overwrites). */
+static void push_fields(const fields_t *f) {
+  lua_newtable(L);
+  for (size_t i = 0; i < f->npairs; i++) {
+    lua_pushlstring(L, f->kv[2 * i], f->lens[2 * i]);
+    lua_pushlstring(L, f->kv[2 * i + 1], f->lens[2 * i + 1]);
+    lua_rawset(L, -3);
+  }
+}
+
+static void test_writer_fields(void) {
+  enum { NREC = 6 };
+  fields_t f[NREC];
+  memset(f, 0, sizeof f);
+  char *big = malloc(70000);
+  CHECK(big != NULL);
+  fill(big, 70000, 3);
+  char keys[40][8];
+  /* 0: a Redis entry */
+  field_adds(&f[0], "v", "1");
+  field_adds(&f[0], "name", "hello world");
+  /* 1: no pairs: {} */
+  /* 2: a key given twice keeps its last value */
+  field_adds(&f[2], "f", "1");
+  field_adds(&f[2], "g", "x");
+  field_adds(&f[2], "f", "2");
+  /* 3: 40 keys (past the stack arrays), long strings (2- and 5-byte tags),
+   * empty key and value, bytes that JSON escapes, a NUL, repeats */
+  for (int i = 0; i < 40; i++) {
+    snprintf(keys[i], sizeof keys[i], "k%d", 39 - i);
+    field_add(&f[3], keys[i], strlen(keys[i]), big + i, (size_t)i * 7);
+  }
+  field_add(&f[3], "", 0, "", 0);
+  field_add(&f[3], "q\"\n\0z", 5, big, 300);
+  field_add(&f[3], big + 100, 224, big, 70000);
+  field_add(&f[3], "k7", 2, "again", 5);
+  field_add(&f[3], "k39", 3, "last", 4);
+  /* 4: one pair, compared byte for byte with buffer.encode below */
+  field_adds(&f[4], "a", "b");
+  /* 5: a plain string record in between (add_string), f[5] unused */
+
+  sl_codec_writer_t w;
+  sl_codec_writer_init(&w);
+  CHECK_EQ_INT(sl_codec_writer_add_fields(&w, f[0].kv, f[0].lens, 2, 1), -1);
+  CHECK_EQ_INT(sl_codec_writer_begin(&w), 0);
+  CHECK_EQ_INT(sl_codec_writer_add_fields(&w, NULL, NULL, 1, 1), -1);
+  size_t huge[2] = {(size_t)UINT32_MAX, 1};
+  CHECK_EQ_INT(sl_codec_writer_add_fields(&w, f[0].kv, huge, 1, 1), -1);
+  CHECK_EQ_INT(w.nrec, 0);
+  for (int i = 0; i < NREC; i++) {
+    if (i == 5)
+      CHECK_EQ_INT(sl_codec_writer_add_string(&w, "plain", 5, 15), 0);
+    else
+      CHECK_EQ_INT(sl_codec_writer_add_fields(&w, f[i].kv, f[i].lens,
+                                              f[i].npairs, 10 + i),
+                   0);
+  }
+  CHECK_EQ_INT(w.nrec, NREC);
+  CHECK_EQ_INT(sl_codec_writer_finish(&w), 0);
+
+  /* LuaJIT decodes exactly the tables (and the string) */
+  lua_run("function same(a, b)\n"
+          "  if type(a) ~= 'table' or type(b) ~= 'table' then\n"
+          "    return a == b end\n"
+          "  for k, v in pairs(a) do if b[k] ~= v then return false end end\n"
+          "  for k, v in pairs(b) do if a[k] ~= v then return false end end\n"
+          "  return true\n"
+          "end\n");
+  /* (decode_check compares two decodings by ==: not for tables) */
+  lua_getglobal(L, "buffer");
+  lua_getfield(L, -1, "decode");
+  lua_remove(L, -2);
+  lua_pushlstring(L, (const char *)w.buf.data, w.buf.len);
+  if (lua_pcall(L, 1, 1, 0) != 0)
+    CHECK_FAIL_("lua: %s", lua_tostring(L, -1));
+  CHECK(lua_istable(L, -1));
+  CHECK_EQ_INT(lua_objlen(L, -1), 3 * NREC);
+  for (int i = 0; i < NREC; i++) {
+    lua_getglobal(L, "same");
+    lua_rawgeti(L, -2, 3 * i + 1);
+    if (i == 5)
+      lua_pushliteral(L, "plain");
+    else
+      push_fields(&f[i]);
+    CHECK_EQ_INT(lua_pcall(L, 2, 1, 0), 0);
+    if (!lua_toboolean(L, -1))
+      CHECK_FAIL_("record %d: LuaJIT decodes another table", i);
+    lua_pop(L, 1);
+    lua_rawgeti(L, -1, 3 * i + 2);
+    CHECK(lua_isnil(L, -1));
+    lua_rawgeti(L, -2, 3 * i + 3);
+    CHECK(lua_tonumber(L, -1) == 10 + i);
+    lua_pop(L, 2);
+  }
+  lua_pop(L, 1);
+
+  /* the C reader and sl_codec_line: JSON with sorted keys, the same text
+   * as for LuaJIT's own encoding of the table */
+  static const char *const want[NREC] = {
+      "{\"name\":\"hello world\",\"v\":\"1\"}", "{}",
+      "{\"f\":\"2\",\"g\":\"x\"}", NULL, "{\"a\":\"b\"}", "plain"};
+  sl_codec_reader_t r;
+  sl_codec_record_t rec;
+  CHECK_EQ_INT(sl_codec_reader_init(&r, w.buf.data, w.buf.len), 0);
+  CHECK_EQ_INT(r.nrec, NREC);
+  sl_buf_t line;
+  sl_buf_init(&line);
+  for (int i = 0; i < NREC; i++) {
+    CHECK_EQ_INT(sl_codec_reader_next(&r, &rec), 1);
+    CHECK(rec.key_end == rec.key + 1 && rec.key[0] == 0x00);
+    CHECK(rec.time_ms == 10 + i);
+    if (want[i]) {
+      expect_line(rec.value, rec.value_end, want[i]);
+    }
+    if (i == 5)
+      continue;
+    /* LuaJIT's encoding of the same table */
+    lua_getglobal(L, "buffer");
+    lua_getfield(L, -1, "encode");
+    push_fields(&f[i]);
+    CHECK_EQ_INT(lua_pcall(L, 1, 1, 0), 0);
+    size_t ln;
+    const uint8_t *lj = (const uint8_t *)lua_tolstring(L, -1, &ln);
+    line.len = 0;
+    CHECK_EQ_INT(sl_codec_line(&line, lj, lj + ln), 0);
+    size_t mark = line.len;
+    CHECK_EQ_INT(sl_codec_line(&line, rec.value, rec.value_end), 0);
+    CHECK_EQ_MEM(line.data + mark, line.len - mark, line.data, mark);
+    if (i == 4 || i == 1) /* one pair or none: the very same bytes */
+      CHECK_EQ_MEM(rec.value, (size_t)(rec.value_end - rec.value), lj, ln);
+    lua_pop(L, 2);
+  }
+  CHECK_EQ_INT(sl_codec_reader_next(&r, &rec), 0);
+  CHECK(r.error == NULL);
+  /* record 3's keys come out sorted bytewise, the last value of each */
+  CHECK_EQ_INT(sl_codec_reader_init(&r, w.buf.data, w.buf.len), 0);
+  for (int i = 0; i < 4; i++)
+    CHECK_EQ_INT(sl_codec_reader_next(&r, &rec), 1);
+  line.len = 0;
+  CHECK_EQ_INT(sl_codec_line(&line, rec.value, rec.value_end), 0);
+  CHECK_EQ_INT(sl_buf_append(&line, "", 1), 0);
+  const char *j = (const char *)line.data;
+  CHECK(strncmp(j, "{\"\":\"\",\"E", 8) == 0); /* the 224-byte key: 'E'... */
+  CHECK(strstr(j, "\",\"k0\":\"") != NULL);
+  CHECK(strstr(j, ",\"k39\":\"last\",\"k4\":") != NULL);
+  CHECK(strstr(j, ",\"k7\":\"again\",\"k8\":") != NULL);
+  CHECK(strstr(j, ",\"q\\\"\\n\\u0000z\":\"") != NULL);
+  sl_buf_free(&line);
+  sl_codec_writer_free(&w);
+  free(big);
 }
 
 static void test_buf(void) {
@@ -712,6 +888,7 @@ int main(void) {
   test_buf();
   test_writer_states();
   test_writer_matches_luajit();
+  test_writer_fields();
   test_reader_luajit_batch();
   test_line_scalars();
   test_line_tables();

@@ -11,7 +11,8 @@
  * in seconds; everything else is the code the server runs.
  *
  * Covers: 1000+ entries read in order with their times; an entry without
- * the field rejected; pause holds the next read and resume sends it;
+ * the field rejected; field = "*" (or NULL) emits whole entries as field
+ * tables (sl_source_emit_fields); pause holds the next read and resume sends it;
  * position, and committed XACKs (XPENDING drops, over more than one
  * XPENDING round of 1000); seek_position re-reads the pending entries after
  * the position and acknowledges those up to it; a restart without a
@@ -63,6 +64,35 @@ int sl_source_emit(sl_source_t *s, const char *line, size_t n, double t) {
   return 0;
 }
 
+/* A whole entry is recorded as "f1=v1&f2=v2..." in the order given. */
+static long emitted_fields; /* of `emitted`, how many came this way */
+
+int sl_source_emit_fields(sl_source_t *s, const char *const *kv,
+                          const size_t *lens, size_t npairs, double t) {
+  size_t n = 1;
+  for (size_t i = 0; i < 2 * npairs; i++)
+    n += lens[i] + 1;
+  char *text = malloc(n), *p = text;
+  CHECK(text != NULL);
+  for (size_t i = 0; i < 2 * npairs; i++) {
+    if (i)
+      *p++ = i % 2 ? '=' : '&';
+    memcpy(p, kv[i], lens[i]);
+    p += lens[i];
+  }
+  *p = 0;
+  if (emitted < MAX_REC) {
+    vals[emitted] = text;
+    times[emitted] = t;
+  } else {
+    free(text);
+  }
+  emitted_fields++;
+  if (++emitted == pause_after)
+    s->paused = 1;
+  return 0;
+}
+
 void sl_source_flush(sl_source_t *s) {
   (void)s;
 }
@@ -90,7 +120,7 @@ void sl_source_fail(sl_source_t *s, const char *why) {
 static void reset(void) {
   for (long i = 0; i < emitted && i < MAX_REC; i++)
     free(vals[i]);
-  emitted = ends = rejects = fails = 0;
+  emitted = emitted_fields = ends = rejects = fails = 0;
   pause_after = -1;
 }
 
@@ -343,6 +373,56 @@ static void test_read_commit(void) {
   pend_want = p - 5;
   CHECK(run_until(pend_is, 3000));
   src_close(&s);
+  reset();
+}
+
+/* field = "*" (and NULL): each entry is emitted whole, as its field/value
+ * pairs in order (empty values, a field given twice, 40 fields: past the
+ * source's stack arrays), with its time. */
+static void test_whole_entry(void) {
+  static const char *const fields[] = {"*", NULL};
+  for (int f = 0; f < 2; f++) {
+    char k[64], big[40 * 16], id0[48];
+    sl_node_cfg_t cfg;
+    sl_source_t s;
+    key(k, sizeof k, f ? "whole-null" : "whole-star");
+    reset();
+    redisReply *r = cmd("XADD %s * v 1 name %s", k, "hello world");
+    snprintf(id0, sizeof id0, "%s", r->str);
+    freeReplyObject(r);
+    freeReplyObject(cmd("XADD %s * a %s b x", k, ""));
+    freeReplyObject(cmd("XADD %s * f 1 f 2", k));
+    const char *argv[3 + 80];
+    char names[80][8];
+    size_t blen = 0;
+    argv[0] = "XADD", argv[1] = k, argv[2] = "*";
+    for (int i = 0; i < 40; i++) {
+      snprintf(names[2 * i], 8, "k%d", i);
+      snprintf(names[2 * i + 1], 8, "%d", i * i);
+      argv[3 + 2 * i] = names[2 * i];
+      argv[4 + 2 * i] = names[2 * i + 1];
+      blen += (size_t)snprintf(big + blen, sizeof big - blen, "%s%s=%s",
+                               i ? "&" : "", names[2 * i], names[2 * i + 1]);
+    }
+    r = redisCommandArgv(rc, 83, argv, NULL);
+    CHECK(r && r->type == REDIS_REPLY_STRING);
+    freeReplyObject(r);
+    src_init(&s, &cfg, k, "first");
+    cfg.field = fields[f];
+    CHECK_EQ_INT(s.vt->start(&s), 0);
+    want = 4;
+    CHECK(run_until(got_want, 5000));
+    run_for(100);
+    CHECK_EQ_INT(emitted, 4);
+    CHECK_EQ_INT(emitted_fields, 4);
+    CHECK_EQ_INT(rejects, 0);
+    CHECK_EQ_STR(vals[0], "v=1&name=hello world");
+    CHECK_EQ_STR(vals[1], "a=&b=x");
+    CHECK_EQ_STR(vals[2], "f=1&f=2"); /* the codec keeps the last */
+    CHECK_EQ_STR(vals[3], big);
+    CHECK_EQ_INT((long long)times[0], strtoll(id0, NULL, 10));
+    src_close(&s);
+  }
   reset();
 }
 
@@ -619,6 +699,7 @@ int main(void) {
   uv_loop_init(&loop);
 
   test_read_commit();
+  test_whole_entry();
   test_pause();
   test_seek();
   test_start();
