@@ -219,10 +219,13 @@ static void rs_failed(rs_t *r, const char *why) {
   double now = sl_now_ms();
   if (r->down_since == 0)
     r->down_since = now;
-  if (now - r->down_since >= SL_REDIS_CONNECT_TIMEOUT_MS) {
+  double give_up = r->s->cfg->connect_timeout_ms > 0
+                       ? r->s->cfg->connect_timeout_ms
+                       : SL_REDIS_CONNECT_TIMEOUT_MS;
+  if (now - r->down_since >= give_up) {
     char msg[320];
     snprintf(msg, sizeof msg, "redis %s:%d unreachable for %d s: %s",
-             r->url.host, r->url.port, SL_REDIS_CONNECT_TIMEOUT_MS / 1000, why);
+             r->url.host, r->url.port, (int)(give_up / 1000), why);
     r->state = RS_FAILED;
     rs_timer_stop(r);
     sl_source_fail(r->s, msg);
