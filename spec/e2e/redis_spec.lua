@@ -351,4 +351,27 @@ sink   "out" { kind = "file", path = "out.txt", from = "gen" }
     assert.is_truthy(err:match("ERROR[^\n]*connect_timeout"), proc.tail(err))
     assert.is_true(dt < 8, string.format("took %.1f s with connect_timeout = 1s", dt))
   end)
+
+  it("an unreachable redis source and sink at start: retries, then exit 5 after their connect_timeout", function()
+    local port = proc.free_port() -- nothing listens there
+    for _, text in ipairs({
+      string.format([[
+source "in" { kind = "redis", url = "redis://127.0.0.1:%d/0", stream = "s", connect_timeout = "1s" }
+sink   "out" { kind = "stdout", from = "in" }
+]], port),
+      string.format([[
+pipeline "p" { guarantee = "at_least_once" }
+source "gen" { kind = "generator", count = 10 }
+sink   "out" { kind = "redis", url = "redis://127.0.0.1:%d/0", command = "set", key = "k",
+               from = "gen", connect_timeout = "1s" }
+]], port),
+    }) do
+      proc.write_file(dir .. "/p.conf", text)
+      local t0 = proc.now()
+      local code, _, err = proc.run_sluice(dir .. "/p.conf", {}, 20)
+      assert.are.equal(5, code, "exit code; stderr:\n" .. proc.tail(err))
+      assert.is_truthy(err:match("WARN[^\n]*127%.0%.0%.1:" .. port), proc.tail(err))
+      assert.is_true(proc.now() - t0 < 8, proc.tail(err))
+    end
+  end)
 end)
