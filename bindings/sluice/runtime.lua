@@ -632,18 +632,24 @@ local function add_timer(w, inst, key, t)
   return true
 end
 
+-- The checks of ctx:timer(t [, domain]) for an op whose timer function is
+-- `timer_fn`; errors are raised at the script's call (level 3).
+local function check_timer(t, domain, timer_fn)
+  if type(t) ~= "number" or t ~= t then
+    error("ctx:timer: time must be a number (ms)", 3)
+  end
+  if domain ~= nil and domain ~= "processing" then
+    error(format("ctx:timer: '%s' timers are not supported yet (processing time only)",
+                 tostring(domain)), 3)
+  end
+  if timer_fn == nil then
+    error("ctx:timer: the operator has no timer function (op.timer)", 3)
+  end
+end
+
 local function make_timer(w, inst)
   return function(ctx, t, domain)
-    if type(t) ~= "number" or t ~= t then
-      error("ctx:timer: time must be a number (ms)", 2)
-    end
-    if domain ~= nil and domain ~= "processing" then
-      error(format("ctx:timer: '%s' timers are not supported yet (processing time only)",
-                   tostring(domain)), 2)
-    end
-    if inst.timer == nil then
-      error("ctx:timer: the operator has no timer function (op.timer)", 2)
-    end
+    check_timer(t, domain, inst.timer)
     add_timer(w, inst, rawget(ctx, "key"), t)
   end
 end
@@ -1121,16 +1127,7 @@ local function staging_ctx(inst, op, now, held)
     held[#held + 1] = { v, k, t }
   end
   local function timer(_, t, domain)
-    if type(t) ~= "number" or t ~= t then
-      error("ctx:timer: time must be a number (ms)", 2)
-    end
-    if domain ~= nil and domain ~= "processing" then
-      error(format("ctx:timer: '%s' timers are not supported yet (processing time only)",
-                   tostring(domain)), 2)
-    end
-    if op.timer == nil then
-      error("ctx:timer: the operator has no timer function (op.timer)", 2)
-    end
+    check_timer(t, domain, op.timer)
     held[#held + 1] = { timer = t }
   end
   return setmetatable({}, { __index = function(_, k)
