@@ -26,88 +26,11 @@
 -- exit: 0 when every output was right and every step ran (targets are
 --       reported, not enforced), 1 otherwise, 2 on bad setup.
 
-local ffi = require("ffi")
-local bit = require("bit")
-
-ffi.cdef [[
-typedef long time_t;
-struct sl_timespec { time_t tv_sec; long tv_nsec; };
-int clock_gettime(int clk_id, struct sl_timespec *tp);
-char *realpath(const char *path, char *resolved_path);
-void free(void *ptr);
-int open(const char *pathname, int flags, int mode);
-int flock(int fd, int operation);
-]]
-
-local ts = ffi.new("struct sl_timespec")
-local function clock(id)
-  assert(ffi.C.clock_gettime(id, ts) == 0, "clock_gettime failed")
-  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
-end
-local function now() return clock(1) end      -- CLOCK_MONOTONIC
-local function wall() return clock(0) end     -- CLOCK_REALTIME (log lines)
-
-local function realpath(p)
-  local r = ffi.C.realpath(p, nil)
-  if r == nil then return nil end
-  local s = ffi.string(r)
-  ffi.C.free(r)
-  return s
-end
-
-local function die(code, ...)
-  io.stderr:write("bench-checkpoint: ", string.format(...), "\n")
-  os.exit(code)
-end
-
-local function exists(p)
-  local f = io.open(p, "rb")
-  if f then f:close() return true end
-  return false
-end
-
-local function slurp(p)
-  local f = io.open(p, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function spit(p, s)
-  local f = assert(io.open(p, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function file_size(p)
-  local f = io.open(p, "rb")
-  if not f then return nil end
-  local n = f:seek("end")
-  f:close()
-  return n
-end
-
-local function sh_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function run(cmd)
-  local a, b, c = os.execute(cmd)
-  if type(a) == "number" then
-    if a == 0 then return true, 0 end
-    if a >= 256 then return false, math.floor(a / 256) end
-    return false, "signal " .. a
-  end
-  if a == true then return true, 0 end
-  return false, (b == "signal" and "signal " or "") .. tostring(c)
-end
-
-local function tail(s, n)
-  local lines = {}
-  for l in (s or ""):gmatch("[^\n]*\n?") do if l ~= "" then lines[#lines + 1] = l end end
-  return table.concat(lines, "", math.max(1, #lines - n + 1))
-end
+package.path = (arg[0]:match("^(.*)/[^/]*$") or ".") .. "/?.lua;" .. package.path
+local lib = require("lib")
+lib.prog = "bench-checkpoint"
+local now, wall, die, fail, run, sh_quote = lib.now, lib.wall, lib.die, lib.fail, lib.run, lib.sh_quote
+local slurp, spit, tail, median = lib.slurp, lib.spit, lib.tail, lib.median
 
 -- "2026-11-24T12:24:17.395Z" -> seconds since the epoch (UTC).
 local function log_time(stamp)
@@ -127,104 +50,18 @@ end
 
 -- ---- where things are ---------------------------------------------------------
 
-local script = realpath(arg[0]) or die(2, "cannot resolve %s", arg[0])
-local BENCH = script:match("^(.*)/[^/]+$")
-local REPO = BENCH:match("^(.*)/[^/]+$")
-local DATA = BENCH .. "/data"
-package.path = REPO .. "/spec/?.lua;" .. package.path
-local ok_proc, proc = pcall(require, "support.proc")   -- spawn / kill by PID
-if not ok_proc then die(2, "needs luaposix and luasocket (spec/support/proc.lua): %s", proc) end
+local BENCH, REPO, DATA = lib.locate(arg[0])
+local proc = lib.proc(REPO)   -- spawn / kill by PID
 
-local SHARED
-do
-  local env = os.getenv("SLUICE_SHARED")
-  local cands = env and { env .. "/bench", env } or { REPO .. "/../shared/bench" }
-  for _, c in ipairs(cands) do
-    if exists(c .. "/gen_w2.lua") then SHARED = realpath(c) break end
-  end
-  if not SHARED then die(2, "shared workloads not found (looked in %s)", table.concat(cands, ", ")) end
-end
+local SHARED = lib.find_shared(REPO, "gen_w2.lua")
+local SLUICE = lib.find_sluice(REPO, arg[1])
 
-local SLUICE = arg[1] or "build/sluice"
-SLUICE = realpath(SLUICE) or realpath(REPO .. "/" .. SLUICE)
-  or die(2, "sluice binary not found: %s (build it: make build)", arg[1] or "build/sluice")
+local LINES, RUNS, KEYS = lib.env_sizes()
 
-local LINES = tonumber(os.getenv("BENCH_LINES") or "2000000")
-local RUNS = tonumber(os.getenv("BENCH_RUNS") or "3")
-local KEYS = tonumber(os.getenv("BENCH_KEYS") or "1000000")
-if not LINES or LINES < 1 or LINES % 1 ~= 0 then die(2, "bad BENCH_LINES") end
-if not RUNS or RUNS < 1 or RUNS % 1 ~= 0 then die(2, "bad BENCH_RUNS") end
-if not KEYS or KEYS < 1 or KEYS % 1 ~= 0 then die(2, "bad BENCH_KEYS") end
-
-assert(run("mkdir -p " .. sh_quote(DATA)))
-do -- one bench at a time per tree (shared with bench/run.lua)
-  local fd = ffi.C.open(DATA .. "/.lock", bit.bor(2, 64), 420)
-  if fd < 0 then die(2, "cannot open %s/.lock", DATA) end
-  if ffi.C.flock(fd, bit.bor(2, 4)) ~= 0 then
-    io.stderr:write("bench-checkpoint: another bench run holds ", DATA, "/.lock; waiting for it\n")
-    if ffi.C.flock(fd, 2) ~= 0 then die(2, "flock failed") end
-  end
-end
+lib.lock(DATA)   -- one bench at a time per tree (shared with bench/run.lua)
 
 -- W2's input, generated as bench/run.lua does (same stamp, so either reuses it).
-local W2_IN, W2_EXP = DATA .. "/w2.txt", DATA .. "/w2.expected.txt"
-do
-  local gen = "gen_w2.lua"
-  local args_after = { W2_IN, W2_EXP, tostring(LINES), "7", "10000", "1.0" }
-  local gen_text = slurp(SHARED .. "/" .. gen) or die(2, "cannot read %s/%s", SHARED, gen)
-  local h = 0
-  for i = 1, #gen_text do h = (h * 31 + gen_text:byte(i)) % 2147483647 end
-  local stamp = string.format("%s %s size=%d sum=%d\n", gen, table.concat(args_after, " "), #gen_text, h)
-  local stamp_path = DATA .. "/w2.params"
-  if not (slurp(stamp_path) == stamp and exists(W2_IN) and exists(W2_EXP)) then
-    os.remove(stamp_path)
-    local cmd = { "luajit", sh_quote(SHARED .. "/" .. gen) }
-    for _, a in ipairs(args_after) do cmd[#cmd + 1] = sh_quote(a) end
-    io.stderr:write("bench-checkpoint: generating w2: ", table.concat(cmd, " "), "\n")
-    local ok, code = run(table.concat(cmd, " "))
-    if not ok then die(1, "generator failed (%s)", tostring(code)) end
-    spit(stamp_path, stamp)
-  end
-end
-
-local function sorted_lines(s)
-  local t = {}
-  for l in s:gmatch("([^\n]*)\n") do t[#t + 1] = l end
-  local last = s:match("([^\n]+)$")
-  if last then t[#t + 1] = last end
-  table.sort(t)
-  return t
-end
-
-local function check_sorted(out_path, exp_path)
-  local got = slurp(out_path)
-  if not got then return "no output file " .. out_path end
-  if #got > 0 and got:byte(#got) ~= 10 then return "last line has no newline" end
-  local g, e = sorted_lines(got), sorted_lines(assert(slurp(exp_path)))
-  for i = 1, math.max(#g, #e) do
-    if g[i] ~= e[i] then
-      return string.format("sorted output differs from sorted %s at line %d of %d (expected %d): got %q, expected %q",
-        exp_path, i, #g, #e, tostring(g[i]), tostring(e[i]))
-    end
-  end
-  return nil
-end
-
-local function median(t)
-  local c = {}
-  for i, v in ipairs(t) do c[i] = v end
-  table.sort(c)
-  local n = #c
-  if n == 0 then return nil end
-  if n % 2 == 1 then return c[(n + 1) / 2] end
-  return (c[n / 2] + c[n / 2 + 1]) / 2
-end
-
-local failures = 0
-local function fail(...)
-  failures = failures + 1
-  io.stderr:write("bench-checkpoint: ", string.format(...), "\n")
-end
+local W2_IN, W2_EXP = lib.ensure_w2(SHARED, DATA, LINES)
 
 -- Completed checkpoints in a log: { id, bytes, ms, store_ms, final, t }.
 local function completed(log)
@@ -247,23 +84,10 @@ local W2_EXACT = DATA .. "/ckpt_w2_exact.conf"
 local W2_STATE = DATA .. "/ckpt_w2_state"
 local W2_OUT_PLAIN = DATA .. "/ckpt_out_w2_plain.txt"
 local W2_OUT_EXACT = DATA .. "/ckpt_out_w2_exact.txt"
-do
-  -- bench/w2.conf, with its paths made absolute and the output moved
-  local base = assert(slurp(BENCH .. "/w2.conf"))
-  local function variant(out, pipeline_extra)
-    local s = base:gsub('"ops/', '"' .. BENCH .. '/ops/')
-                  :gsub('path = "data/w2%.txt"', 'path = "' .. W2_IN .. '"')
-                  :gsub('path = "data/out_w2%.txt"', 'path = "' .. out .. '"')
-    if pipeline_extra then
-      s = s:gsub('(pipeline "bench%-w2" {\n)', "%1" .. pipeline_extra:gsub("%%", "%%%%"))
-    end
-    assert(s:find(out, 1, true) and s:find(W2_IN, 1, true), "bench/w2.conf changed shape")
-    return s
-  end
-  spit(W2_PLAIN, variant(W2_OUT_PLAIN))
-  spit(W2_EXACT, variant(W2_OUT_EXACT, '  guarantee = "exactly_once",\n'
-    .. '  checkpoint = { every = "1s", store = "file://' .. W2_STATE .. '" },\n'))
-end
+-- bench/w2.conf, with its paths made absolute and the output moved
+spit(W2_PLAIN, lib.w2_conf(BENCH, W2_IN, W2_OUT_PLAIN))
+spit(W2_EXACT, lib.w2_conf(BENCH, W2_IN, W2_OUT_EXACT, '  guarantee = "exactly_once",\n'
+  .. '  checkpoint = { every = "1s", store = "file://' .. W2_STATE .. '" },\n'))
 
 local function timed_w2(label, conf, out, log)
   os.remove(out)
@@ -277,7 +101,7 @@ local function timed_w2(label, conf, out, log)
     fail("FAILED %s: exit %s\n  command: %s\n%s", label, tostring(code), cmd, tail(slurp(log), 15))
     return nil
   end
-  local err = check_sorted(out, W2_EXP)
+  local err = lib.check(out, W2_EXP, true, true)
   if err then fail("WRONG OUTPUT %s: %s\n  command: %s", label, err, cmd) return nil end
   return dt
 end
@@ -306,29 +130,9 @@ local K_DIR = DATA .. "/ckpt_keys"
 local K_CONF = K_DIR .. "/keys.conf"
 run("rm -rf " .. sh_quote(K_DIR))
 assert(run("mkdir -p " .. sh_quote(K_DIR)))
-spit(K_DIR .. "/key.lua", string.format([[
-local op = {}
-local tostring, tonumber = tostring, tonumber
-function op.process(ctx, v) ctx:emit(v, tostring(tonumber(v) %% %d)) end
-return op
-]], KEYS))
-spit(K_DIR .. "/hold.lua", [[
-local op = {}
-function op.process(ctx, _) ctx.state.n = 1 end
-return op
-]])
+lib.write_key_ops(K_DIR, KEYS)
 local function keys_conf(every)
-  spit(K_CONF, string.format([[
-pipeline "keys" {
-  workers = 2,
-  guarantee = "exactly_once",
-  checkpoint = { every = "%s", store = "file://state", keep = 2 },
-}
-source   "gen"  { kind = "generator" }
-operator "key"  { script = "key.lua", from = "gen", parallelism = 2 }
-operator "hold" { script = "hold.lua", from = "key", grouping = "key", parallelism = 2 }
-sink     "out"  { kind = "file", path = "out.txt", from = "hold" }
-]], every))
+  spit(K_CONF, lib.keys_conf("keys", every, "file://state", "out.txt"))
 end
 
 local function newest_image(state)
@@ -351,9 +155,7 @@ do
   local pid = proc.spawn({ SLUICE, "run", K_CONF }, { stdout = "/dev/null", stderr = K_LOG1 })
   local stable = proc.wait_for(function()
     if not proc.alive(pid) then return "ended" end
-    local c = completed(slurp(K_LOG1) or "")
-    local n = #c
-    if n >= 3 and c[n].bytes == c[n - 1].bytes and c[n].bytes > KEYS then return "stable" end
+    if lib.all_keys_in(completed(slurp(K_LOG1) or ""), KEYS) then return "stable" end
     return nil
   end, 300, 0.1)
   if stable ~= "stable" then
@@ -399,7 +201,7 @@ if build then
     local rid = log:match("restoring checkpoint (%d+)")
     local res = log:match("\n(%S+) INFO source: 'gen' resumes at offset")
     recovery = {
-      image = image, image_id = image_id, image_bytes = image and file_size(image),
+      image = image, image_id = image_id, image_bytes = image and lib.file_size(image),
       restored_id = tonumber(rid),
       first_log = first and (log_time(first) - t_spawn),
       restoring = rs and (log_time(rs) - t_spawn),
@@ -412,11 +214,7 @@ end
 
 local function f3(x) return x and string.format("%.3f", x) or "-" end
 local function rate(t) local m = median(t) return m and LINES / m or nil end
-local function fmt_rate(x)
-  if not x then return "-" end
-  if x >= 1e6 then return string.format("%.3f M", x / 1e6) end
-  return string.format("%.1f k", x / 1e3)
-end
+local fmt_rate = lib.fmt_rate
 
 print("")
 print(string.format("sluice checkpoint bench, %s", os.date("!%Y-%m-%dT%H:%M:%SZ")))
@@ -467,8 +265,4 @@ print("")
 print("logs: " .. W2_LOG_EXACT .. ", " .. K_LOG1 .. ", " .. K_LOG2)
 
 run("rm -rf " .. sh_quote(W2_STATE) .. " " .. sh_quote(K_DIR .. "/state"))
-if failures > 0 then
-  io.stderr:write(string.format("bench-checkpoint: %d step(s) FAILED (see above)\n", failures))
-  os.exit(1)
-end
-os.exit(0)
+lib.finish("%d step(s) FAILED (see above)")

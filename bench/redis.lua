@@ -35,160 +35,30 @@
 --      (default 1000000), SLUICE_SHARED (as for bench/run.lua).
 -- exit: 0 when every run gave the right result, 1 otherwise, 2 on bad setup.
 
-local ffi = require("ffi")
-local bit = require("bit")
-
-ffi.cdef [[
-typedef long time_t;
-struct sl_timespec { time_t tv_sec; long tv_nsec; };
-int clock_gettime(int clk_id, struct sl_timespec *tp);
-char *realpath(const char *path, char *resolved_path);
-void free(void *ptr);
-int open(const char *pathname, int flags, int mode);
-int flock(int fd, int operation);
-]]
-
-local ts = ffi.new("struct sl_timespec")
-local function now()
-  assert(ffi.C.clock_gettime(1, ts) == 0, "clock_gettime failed")
-  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
-end
-
-local function realpath(p)
-  local r = ffi.C.realpath(p, nil)
-  if r == nil then return nil end
-  local s = ffi.string(r)
-  ffi.C.free(r)
-  return s
-end
-
-local function die(code, ...)
-  io.stderr:write("bench-redis: ", string.format(...), "\n")
-  os.exit(code)
-end
-
-local function exists(p)
-  local f = io.open(p, "rb")
-  if f then f:close() return true end
-  return false
-end
-
-local function slurp(p)
-  local f = io.open(p, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function spit(p, s)
-  local f = assert(io.open(p, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function sh_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function run(cmd)
-  local a, b, c = os.execute(cmd)
-  if type(a) == "number" then
-    if a == 0 then return true, 0 end
-    if a >= 256 then return false, math.floor(a / 256) end
-    return false, "signal " .. a
-  end
-  if a == true then return true, 0 end
-  return false, (b == "signal" and "signal " or "") .. tostring(c)
-end
-
-local function tail(s, n)
-  local lines = {}
-  for l in (s or ""):gmatch("[^\n]*\n?") do if l ~= "" then lines[#lines + 1] = l end end
-  return table.concat(lines, "", math.max(1, #lines - n + 1))
-end
-
-local function median(t)
-  local c = {}
-  for i, v in ipairs(t) do c[i] = v end
-  table.sort(c)
-  local n = #c
-  if n == 0 then return nil end
-  if n % 2 == 1 then return c[(n + 1) / 2] end
-  return (c[n / 2] + c[n / 2 + 1]) / 2
-end
+package.path = (arg[0]:match("^(.*)/[^/]*$") or ".") .. "/?.lua;" .. package.path
+local lib = require("lib")
+lib.prog = "bench-redis"
+local now, die, fail, run, sh_quote = lib.now, lib.die, lib.fail, lib.run, lib.sh_quote
+local slurp, spit, tail, median = lib.slurp, lib.spit, lib.tail, lib.median
 
 -- ---- where things are -------------------------------------------------------
 
-local script = realpath(arg[0]) or die(2, "cannot resolve %s", arg[0])
-local BENCH = script:match("^(.*)/[^/]+$")
-local REPO = BENCH:match("^(.*)/[^/]+$")
-local DATA = BENCH .. "/data"
-package.path = REPO .. "/spec/?.lua;" .. package.path
-local ok_proc, proc = pcall(require, "support.proc")
-if not ok_proc then die(2, "needs luaposix and luasocket (spec/support/proc.lua): %s", proc) end
+local BENCH, REPO, DATA = lib.locate(arg[0])
+local proc = lib.proc(REPO)   -- spawn / kill by PID
 local resp = require("support.resp")
 
-local SHARED
-do
-  local env = os.getenv("SLUICE_SHARED")
-  local cands = env and { env .. "/bench", env } or { REPO .. "/../shared/bench" }
-  for _, c in ipairs(cands) do
-    if exists(c .. "/gen_w2.lua") then SHARED = realpath(c) break end
-  end
-  if not SHARED then die(2, "shared workloads not found (looked in %s)", table.concat(cands, ", ")) end
-end
+local SHARED = lib.find_shared(REPO, "gen_w2.lua")
+local SLUICE = lib.find_sluice(REPO, arg[1])
 
-local SLUICE = arg[1] or "build/sluice"
-SLUICE = realpath(SLUICE) or realpath(REPO .. "/" .. SLUICE)
-  or die(2, "sluice binary not found: %s (build it: make build)", arg[1] or "build/sluice")
-
-local LINES = tonumber(os.getenv("BENCH_LINES") or "2000000")
-local RUNS = tonumber(os.getenv("BENCH_RUNS") or "3")
-local KEYS = tonumber(os.getenv("BENCH_KEYS") or "1000000")
-if not LINES or LINES < 1 or LINES % 1 ~= 0 then die(2, "bad BENCH_LINES") end
-if not RUNS or RUNS < 1 or RUNS % 1 ~= 0 then die(2, "bad BENCH_RUNS") end
-if not KEYS or KEYS < 1 or KEYS % 1 ~= 0 then die(2, "bad BENCH_KEYS") end
+local LINES, RUNS, KEYS = lib.env_sizes()
 if not run("command -v redis-server >/dev/null 2>&1") then
   die(2, "redis-server not found (apt-get install redis-server)")
 end
 
-assert(run("mkdir -p " .. sh_quote(DATA)))
-do -- one bench at a time per tree (shared with bench/run.lua, bench/checkpoint.lua)
-  local fd = ffi.C.open(DATA .. "/.lock", bit.bor(2, 64), 420)
-  if fd < 0 then die(2, "cannot open %s/.lock", DATA) end
-  if ffi.C.flock(fd, bit.bor(2, 4)) ~= 0 then
-    io.stderr:write("bench-redis: another bench run holds ", DATA, "/.lock; waiting for it\n")
-    if ffi.C.flock(fd, 2) ~= 0 then die(2, "flock failed") end
-  end
-end
+lib.lock(DATA)   -- one bench at a time per tree (shared with bench/run.lua, bench/checkpoint.lua)
 
 -- W2's input, generated as bench/run.lua does (same stamp, so either reuses it).
-local W2_IN, W2_EXP = DATA .. "/w2.txt", DATA .. "/w2.expected.txt"
-do
-  local gen = "gen_w2.lua"
-  local args_after = { W2_IN, W2_EXP, tostring(LINES), "7", "10000", "1.0" }
-  local gen_text = slurp(SHARED .. "/" .. gen) or die(2, "cannot read %s/%s", SHARED, gen)
-  local h = 0
-  for i = 1, #gen_text do h = (h * 31 + gen_text:byte(i)) % 2147483647 end
-  local stamp = string.format("%s %s size=%d sum=%d\n", gen, table.concat(args_after, " "), #gen_text, h)
-  local stamp_path = DATA .. "/w2.params"
-  if not (slurp(stamp_path) == stamp and exists(W2_IN) and exists(W2_EXP)) then
-    os.remove(stamp_path)
-    local cmd = { "luajit", sh_quote(SHARED .. "/" .. gen) }
-    for _, a in ipairs(args_after) do cmd[#cmd + 1] = sh_quote(a) end
-    io.stderr:write("bench-redis: generating w2: ", table.concat(cmd, " "), "\n")
-    local ok, code = run(table.concat(cmd, " "))
-    if not ok then die(1, "generator failed (%s)", tostring(code)) end
-    spit(stamp_path, stamp)
-  end
-end
-
-local failures = 0
-local function fail(...)
-  failures = failures + 1
-  io.stderr:write("bench-redis: ", string.format(...), "\n")
-end
+local W2_IN, W2_EXP = lib.ensure_w2(SHARED, DATA, LINES)
 
 -- The redis-server: no persistence (the bench measures sluice, not fsync).
 local RDIR = DATA .. "/redis"
@@ -277,14 +147,7 @@ end
 
 local FILE_CONF = OPS .. "/file.conf"
 local FILE_OUT = OPS .. "/out_w2.txt"
-do
-  local base = assert(slurp(BENCH .. "/w2.conf"))
-  local s = base:gsub('"ops/', '"' .. BENCH .. '/ops/')
-                :gsub('path = "data/w2%.txt"', 'path = "' .. W2_IN .. '"')
-                :gsub('path = "data/out_w2%.txt"', 'path = "' .. FILE_OUT .. '"')
-  assert(s:find(FILE_OUT, 1, true) and s:find(W2_IN, 1, true), "bench/w2.conf changed shape")
-  spit(FILE_CONF, s)
-end
+spit(FILE_CONF, lib.w2_conf(BENCH, W2_IN, FILE_OUT))
 
 local function check_file()
   local got = {}
@@ -366,17 +229,7 @@ r:call("DEL", "w2")
 local K_DIR = DATA .. "/redis_keys"
 run("rm -rf " .. sh_quote(K_DIR))
 assert(run("mkdir -p " .. sh_quote(K_DIR)))
-spit(K_DIR .. "/key.lua", string.format([[
-local op = {}
-local tostring, tonumber = tostring, tonumber
-function op.process(ctx, v) ctx:emit(v, tostring(tonumber(v) %% %d)) end
-return op
-]], KEYS))
-spit(K_DIR .. "/hold.lua", [[
-local op = {}
-function op.process(ctx, _) ctx.state.n = 1 end
-return op
-]])
+lib.write_key_ops(K_DIR, KEYS)
 
 local function completed(log)
   local t = {}
@@ -389,25 +242,13 @@ end
 
 local function keys_run(label, store)
   local conf = K_DIR .. "/" .. label .. ".conf"
-  spit(conf, string.format([[
-pipeline "keys-%s" {
-  workers = 2,
-  guarantee = "exactly_once",
-  checkpoint = { every = "1s", store = "%s", keep = 2 },
-}
-source   "gen"  { kind = "generator" }
-operator "key"  { script = "key.lua", from = "gen", parallelism = 2 }
-operator "hold" { script = "hold.lua", from = "key", grouping = "key", parallelism = 2 }
-sink     "out"  { kind = "file", path = "out-%s.txt", from = "hold" }
-]], label, store, label))
+  spit(conf, lib.keys_conf("keys-" .. label, "1s", store, "out-" .. label .. ".txt"))
   local log = K_DIR .. "/" .. label .. ".log"
   io.stderr:write(string.format("bench-redis: %d keys, store %s\n", KEYS, store))
   local pid = proc.spawn({ SLUICE, "run", conf }, { stdout = "/dev/null", stderr = log })
   local stable = proc.wait_for(function()
     if not proc.alive(pid) then return "ended" end
-    local c = completed(slurp(log) or "")
-    local n = #c
-    if n >= 3 and c[n].bytes == c[n - 1].bytes and c[n].bytes > KEYS then return "stable" end
+    if lib.all_keys_in(completed(slurp(log) or ""), KEYS) then return "stable" end
     return nil
   end, 300, 0.1)
   local c = completed(slurp(log) or "")
@@ -431,11 +272,7 @@ run("rm -rf " .. sh_quote(K_DIR .. "/state") .. " " .. sh_quote(RDIR))
 
 local function f3(x) return x and string.format("%.3f", x) or "-" end
 local function rate(t) local m = median(t) return m and LINES / m or nil end
-local function fmt_rate(x)
-  if not x then return "-" end
-  if x >= 1e6 then return string.format("%.3f M", x / 1e6) end
-  return string.format("%.1f k", x / 1e3)
-end
+local fmt_rate = lib.fmt_rate
 local function ratio(a, b) return (a and b) and string.format("%.2fx", a / b) or "-" end
 
 print("")
@@ -472,8 +309,4 @@ print("  rename; redis: SET of the image + MULTI/EXEC of the index and latest)")
 print("")
 print("logs: " .. OPS .. "/*.log, " .. K_DIR .. "/*.log")
 
-if failures > 0 then
-  io.stderr:write(string.format("bench-redis: %d step(s) FAILED (see above)\n", failures))
-  os.exit(1)
-end
-os.exit(0)
+lib.finish("%d step(s) FAILED (see above)")
