@@ -9,7 +9,8 @@
  * replaced by the record's key; value and key as text via sl_codec_line, a
  * nil key as ""):
  *   xadd:    XADD KEY * v VALUE [k RECORDKEY]   (k only when there is a key)
- *   hset:    HSET KEY RECORDKEY VALUE
+ *   hset:    HSET KEY FIELD VALUE (FIELD: the `field` template, by default
+ *            the record's key)
  *   set:     SET KEY VALUE
  *   publish: PUBLISH KEY VALUE
  *
@@ -109,9 +110,9 @@ typedef struct rsink_s {
   sl_redis_url_t url;
   int cmd;
   int eo;
-  sl_buf_t tmp_v, tmp_k, tmp_key; /* scratch for one record */
-  uv_timer_t timer;               /* reconnects */
-  uv_timer_t probe;               /* at_least_once: socket errors */
+  sl_buf_t tmp_v, tmp_k, tmp_key, tmp_field; /* scratch for one record */
+  uv_timer_t timer;                          /* reconnects */
+  uv_timer_t probe;                          /* at_least_once: socket errors */
   int timers_open;
   uint64_t backoff;
   double down_since; /* ms; 0 = up (or never tried) */
@@ -281,8 +282,16 @@ static int rs_build(rsink_t *l, const sl_codec_record_t *rec, const char **argv,
       ARG(kk, l->tmp_k.len);
     }
     break;
-  case RS_HSET:
-    ARG(kk, l->tmp_k.len);
+  case RS_HSET: /* the field: the record's key, or the field template */
+    if (l->k->cfg->field) {
+      if (rs_expand(&l->tmp_field, l->k->cfg->field, l->tmp_k.data,
+                    l->tmp_k.len) < 0)
+        return -1;
+      ARG(l->tmp_field.len ? (const char *)l->tmp_field.data : "",
+          l->tmp_field.len);
+    } else {
+      ARG(kk, l->tmp_k.len);
+    }
     ARG(v, l->tmp_v.len);
     break;
   default:
@@ -1156,6 +1165,7 @@ static void rs_free_mem(rsink_t *l) {
   sl_buf_free(&l->tmp_v);
   sl_buf_free(&l->tmp_k);
   sl_buf_free(&l->tmp_key);
+  sl_buf_free(&l->tmp_field);
   sl_buf_free(&l->q);
   sl_buf_free(&l->pend);
   free(l->k_marker);

@@ -15,7 +15,7 @@ local M = {}
 
 -- Features that come in later releases. Their validation code is here; they
 -- are rejected with "FIELD is not supported by this version yet" while false.
-M.supported = { checkpoint = true, admin = false }
+M.supported = { checkpoint = true, admin = true }
 
 local SOURCE_KINDS = { file = true, stdin = true, tcp = true, generator = true, redis = true }
 local SINK_KINDS = { stdout = true, file = true, tcp = true, redis = true }
@@ -42,8 +42,8 @@ local FIELDS = {
     stdout = { kind = true, from = true },
     file = { kind = true, path = true, from = true },
     tcp = { kind = true, connect = true, from = true },
-    redis = { kind = true, url = true, command = true, key = true, from = true,
-              connect_timeout = true },
+    redis = { kind = true, url = true, command = true, key = true, field = true,
+              from = true, connect_timeout = true },
   },
 }
 -- Every field any kind of source/sink knows (to tell "unknown" from "not for this kind").
@@ -476,6 +476,10 @@ function M.load(path, opts)
       end
       n.command = cmd
       n.key = check_string(d, "key")
+      n.field = check_string(d, "field") -- hset: a template, default "{key}"
+      if n.field and cmd ~= "hset" then
+        ferr(d, "field", "field applies to command = \"hset\" only")
+      end
     end
   end
 
@@ -571,7 +575,15 @@ function M.load(path, opts)
       if not M.supported.admin then
         ferr(d, "admin", "admin is not supported by this version yet")
       else
-        P.admin = check_hostport(d, "admin", true)
+        -- A bare port (9600, "9600" or ":9600") binds to loopback; any
+        -- other address must be given in full ("0.0.0.0:9600").
+        local port = type(admin) == "number" and admin
+          or (type(admin) == "string" and tonumber(admin:match("^:?(%d+)$")))
+        if port and port == math.floor(port) and port >= 0 and port <= 65535 then
+          P.admin = "127.0.0.1:" .. math.floor(port)
+        else
+          P.admin = check_hostport(d, "admin", true)
+        end
       end
     end
   end
@@ -1064,6 +1076,7 @@ function M.load(path, opts)
     elseif n.type == "sink" then
       node.path, node.connect = n.path, n.connect
       node.url, node.command, node.key, node.pipeline = n.url, n.command, n.key, n.pipeline
+      node.field = n.field
       node.connect_timeout_ms = n.connect_timeout_ms
       node.dead_from = {}
     else
