@@ -49,6 +49,8 @@ typedef struct sl_coord_s {
   int have_restored;
   const sl_ckpt_entry_t **rs;
   uint64_t completed, failed;
+  uint64_t last_done_id, last_done_bytes; /* the last completed checkpoint */
+  double last_done_ms, last_done_duration;
 } sl_coord_t;
 
 /* ---- acks ---- */
@@ -204,6 +206,10 @@ static void after_store(uv_work_t *w, int status) {
   k->storing = 0;
   if (k->work_rc == 0) {
     k->completed++;
+    k->last_done_id = k->work_id;
+    k->last_done_bytes = k->work_len;
+    k->last_done_ms = sl_now_ms();
+    k->last_done_duration = k->last_done_ms - k->started_ms;
     sl_log(SL_LOG_INFO, "checkpoint",
            "%" PRIu64 "%s completed: %zu bytes, %.0f ms (store %.0f ms)",
            k->work_id, k->work_final ? " (final)" : "", k->work_len,
@@ -675,6 +681,36 @@ void sl_checkpoint_request(sl_core_t *c) {
   sl_coord_t *k = c->coord;
   if (k)
     k->last_trigger_ms = 0;
+}
+
+uint64_t sl_checkpoint_trigger(sl_core_t *c) {
+  sl_coord_t *k = c->coord;
+  if (!sl_checkpoint_periodic(c) || c->stopping || c->shutting_down ||
+      atomic_load(&c->exit_code) || sources_all_ended(k))
+    return 0;
+  if (k->pending)
+    return k->pending;
+  if (k->storing) { /* the next tick after the store starts it */
+    k->last_trigger_ms = 0;
+    return k->last_id + 1;
+  }
+  k->last_trigger_ms = sl_now_ms();
+  trigger(k);
+  return k->pending;
+}
+
+void sl_checkpoint_stats(sl_core_t *c, sl_checkpoint_stats_t *out) {
+  sl_coord_t *k = c->coord;
+  memset(out, 0, sizeof *out);
+  if (!k)
+    return;
+  out->completed = k->completed;
+  out->failed = k->failed;
+  out->last_id = k->last_done_id;
+  out->last_time_ms = k->last_done_ms;
+  out->last_duration_ms = k->last_done_duration;
+  out->last_bytes = k->last_done_bytes;
+  out->pending = k->pending;
 }
 
 void sl_checkpoint_stop(sl_core_t *c) {

@@ -76,6 +76,20 @@ const sl_ckpt_entry_t *sl_checkpoint_sink_state(sl_core_t *c, int gid);
 /* I/O thread: start a checkpoint at the next tick (within 100 ms), as if
  * `every` had passed (a hot reload waits for the next barrier). */
 void sl_checkpoint_request(sl_core_t *c);
+/* I/O thread (POST /checkpoint): start a checkpoint now. Returns its id
+ * (the one in progress if there is one; the next one if the previous is
+ * still being stored), or 0 when none can be taken (no periodic
+ * checkpoints, stopping, a failure, every source ended). */
+uint64_t sl_checkpoint_trigger(sl_core_t *c);
+/* What the coordinator has done so far (I/O thread; zeros without one). */
+typedef struct sl_checkpoint_stats_s {
+  uint64_t completed, failed;
+  uint64_t last_id;                      /* the last completed; 0 = none */
+  double last_time_ms, last_duration_ms; /* its completion (epoch ms), cost */
+  uint64_t last_bytes;                   /* its image's size */
+  uint64_t pending;                      /* in progress; 0 = none */
+} sl_checkpoint_stats_t;
+void sl_checkpoint_stats(sl_core_t *c, sl_checkpoint_stats_t *out);
 void sl_checkpoint_stop(sl_core_t *c);  /* close timers (shutdown) */
 void sl_checkpoint_close(sl_core_t *c); /* free (after the loop ended) */
 

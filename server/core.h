@@ -43,6 +43,9 @@ typedef struct sl_inst_rt_s {
   sl_source_t *source; /* thread 0 instances */
   sl_sink_t *sink;
   uint64_t records_in, records_out, batches_in;
+  /* Operators: the Lua side's counts, published by the worker (relaxed
+   * stores after its pumps) for the admin server to read on any thread. */
+  _Atomic uint64_t pub_in, pub_out, pub_errors, pub_dead;
 } sl_inst_rt_t;
 
 typedef struct sl_core_s {
@@ -73,6 +76,8 @@ typedef struct sl_core_s {
   int workers_override;     /* --workers, for a reloaded conf */
   struct sl_watch_s *watch; /* watch.c: script hot reload */
   uint64_t reloads_ok, reloads_failed; /* script reloads (I/O thread) */
+  struct sl_admin_s *admin;            /* admin.c: the HTTP server, or NULL */
+  double started_ms;                   /* when this run started serving */
 } sl_core_t;
 
 /* I/O thread: stop the sources and drain, to restart with c->next_plan. */

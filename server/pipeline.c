@@ -10,6 +10,7 @@
  */
 #include "sluice.h"
 
+#include "admin.h"
 #include "checkpoint.h"
 #include "confwatch.h"
 #include "core.h"
@@ -140,6 +141,7 @@ static void on_io_idle(uv_idle_t *h) {
     begin_stop(c, "an operator with on_error = \"stop\" failed");
   int owed = sl_checkpoint_pump(c); /* a final checkpoint still to store */
   sl_watch_pump(c);
+  sl_admin_pump(c);
   if (c->force || (code && code != SL_EXIT_STOPPED) ||
       (atomic_load(&c->live) == 0 && !owed)) {
     shutdown_all(c);
@@ -234,6 +236,7 @@ static void shutdown_all(sl_core_t *c) {
     sl_core_fail(c, SL_EXIT_RUNTIME);
   sl_core_sinks_flush(c);
   sl_checkpoint_stop(c);
+  sl_admin_stop(c);
   sl_watch_stop(c);
   sl_confwatch_stop(c);
   stop_workers(c);
@@ -305,11 +308,15 @@ static int start(sl_core_t *c, const char *restore) {
   uv_signal_start(&c->sigterm, on_signal, SIGTERM);
   uv_timer_start(&c->flush_timer, on_flush, SL_FLUSH_MS, SL_FLUSH_MS);
   uv_idle_start(&c->idle, on_io_idle);
+  if (sl_admin_start(c))
+    return -1;
+  c->started_ms = sl_now_ms();
   return 0;
 }
 
 static void destroy(sl_core_t *c) {
   sl_checkpoint_close(c);
+  sl_admin_close(c);
   sl_watch_close(c);
   sl_confwatch_close(c);
   sl_align_free(c);
@@ -343,6 +350,8 @@ static int run_plan(sl_plan_t *plan, const char *restore, int workers,
   } else if (rc) {
     sl_log(SL_LOG_ERROR, "pipeline", "could not start '%s'", plan->name);
     c.shutting_down = 1;
+    sl_checkpoint_stop(&c);
+    sl_admin_stop(&c);
     sl_watch_stop(&c);
     sl_confwatch_stop(&c);
     stop_workers(&c);

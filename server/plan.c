@@ -150,6 +150,9 @@ static void read_node(lua_State *L, sl_plan_node_t *n, int *oom) {
   n->first_gid = get_int(L, "first_gid", 0);
   n->script = get_str(L, "script", oom);
   n->chunkname = get_str(L, "chunkname", oom);
+  char *g = get_str(L, "grouping", oom);
+  n->grouping = g ? grouping_of(g) : SL_GROUP_SHUFFLE;
+  free(g);
   sl_node_cfg_t *c = &n->cfg;
   c->name = get_str(L, "name", oom);
   c->kind = get_str(L, "kind", oom);
@@ -320,6 +323,7 @@ static int read_plan(lua_State *L, sl_plan_t *p) {
   p->file = get_str(L, "file", &oom);
   p->name = get_str(L, "name", &oom);
   p->guarantee = get_str(L, "guarantee", &oom);
+  p->admin = get_str(L, "admin", &oom);
   p->workers = get_int(L, "workers", 1);
   p->threads = get_int(L, "threads", p->workers + 1);
   p->max_parallelism = get_int(L, "max_parallelism", 128);
@@ -499,6 +503,7 @@ void sl_plan_destroy(sl_plan_t *p) {
   free(p->guarantee);
   free(p->describe);
   free(p->ckpt_store);
+  free(p->admin);
   free(p->blob);
   free(p);
 }

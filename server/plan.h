@@ -27,6 +27,7 @@ typedef struct sl_plan_node_s {
   sl_node_cfg_t cfg; /* name, kind and the source/sink settings */
   char *script;      /* operators: the script's absolute path */
   char *chunkname;   /* operators: "@" + the path as errors show it */
+  int grouping;      /* operators: sl_grouping_t of their inputs */
 } sl_plan_node_t;
 
 /* One downstream edge of an instance. */
@@ -66,6 +67,7 @@ typedef struct sl_plan_s {
   int ckpt_keep;
   int ckpt_implicit; /* no checkpoint block: a memory store for savepoints */
   int exactly_once;  /* guarantee == exactly_once (with checkpoints) */
+  char *admin;       /* "HOST:PORT" of the admin HTTP server, or NULL */
   char *blob;        /* string.buffer-encoded plan table for the workers */
   size_t blob_len;
 } sl_plan_t;

@@ -17,12 +17,16 @@
 #include "sluice.h"
 #include "watch.h"
 
+#include "admin.h"
+
 #include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define SL_BATCHES_PER_TURN 8
+#define SL_PUBLISH_MS 100 /* publish the Lua side's counts this often */
+#define SL_WMSG_QUERY 100 /* a state query from the admin server */
 
 struct sl_worker_s {
   sl_core_t *core;
@@ -38,6 +42,10 @@ struct sl_worker_s {
   int fn_batch, fn_end, fn_timer, fn_snap, fn_restore, fn_open,
       fn_stats;                                 /* refs */
   int fn_prepare, fn_commit, fn_abort, fn_swap; /* reload */
+  int fn_query;                                 /* admin: a key's state */
+  int dirty;                      /* counts changed since the last publish */
+  double published_ms;            /* when they were last published */
+  atomic_uint_fast64_t lua_bytes; /* the Lua state's memory, published */
   uv_mutex_t mu;
   int mu_ready;
   struct sl_wmsg_s *inbox, *inbox_tail; /* reload messages (mu) */
@@ -52,6 +60,7 @@ struct sl_worker_s {
 typedef struct sl_wmsg_s {
   struct sl_wmsg_s *next;
   int kind;
+  int gid; /* SL_WMSG_QUERY */
   uint64_t seq;
   char *script;
   char *src;
@@ -77,7 +86,8 @@ static const char *boot_lua =
     "  function(s) w:abort_reload(s) end,\n"
     "  function(g) return w:swap_ready(g) end,\n"
     "  function(g) local s = w:stats(g)\n"
-    "    return s.records_in, s.records_out, s.errors end\n";
+    "    return s.records_in, s.records_out, s.errors, s.dead_letters end,\n"
+    "  function(g, k) return w:state_json(g, k) end\n";
 
 /* ---- the FFI surface (luaapi.h), called from this worker's Lua ---- */
 
@@ -136,11 +146,55 @@ static void arm_timer(sl_worker_t *w, double due) {
   uv_timer_start(&w->timer, on_timer, delay, 0);
 }
 
+static void on_idle(uv_idle_t *h);
+
 static void on_timer(uv_timer_t *t) {
   sl_worker_t *w = t->data;
   w->timer_due = -1;
   lua_pushnumber(w->L, sl_now_ms());
   arm_timer(w, call_lua(w, w->fn_timer, 1));
+  w->dirty = 1; /* the next idle pump publishes */
+  if (!w->idling) {
+    w->idling = 1;
+    uv_idle_start(&w->idle, on_idle);
+  }
+}
+
+/* ---- counts for the admin server ---- */
+
+/* Publishes every hosted instance's Lua-side counts and the Lua state's
+ * memory (relaxed atomic stores; the admin server reads them). */
+static void publish(sl_worker_t *w) {
+  sl_core_t *c = w->core;
+  lua_State *L = w->L;
+  for (int i = 0; i < w->n_hosted; i++) {
+    int gid = w->hosted[i];
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->fn_stats);
+    lua_pushinteger(L, gid);
+    if (lua_pcall(L, 1, 4, 0)) {
+      lua_pop(L, 1);
+      continue;
+    }
+    sl_inst_rt_t *rt = &c->insts[gid];
+    atomic_store_explicit(&rt->pub_in, (uint64_t)lua_tonumber(L, -4),
+                          memory_order_relaxed);
+    atomic_store_explicit(&rt->pub_out, (uint64_t)lua_tonumber(L, -3),
+                          memory_order_relaxed);
+    atomic_store_explicit(&rt->pub_errors, (uint64_t)lua_tonumber(L, -2),
+                          memory_order_relaxed);
+    atomic_store_explicit(&rt->pub_dead, (uint64_t)lua_tonumber(L, -1),
+                          memory_order_relaxed);
+    lua_pop(L, 4);
+  }
+  uint64_t bytes = (uint64_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 +
+                   (uint64_t)lua_gc(L, LUA_GCCOUNTB, 0);
+  atomic_store_explicit(&w->lua_bytes, bytes, memory_order_relaxed);
+  w->dirty = 0;
+  w->published_ms = sl_now_ms();
+}
+
+uint64_t sl_worker_lua_bytes(sl_worker_t *w) {
+  return atomic_load_explicit(&w->lua_bytes, memory_order_relaxed);
 }
 
 /* ---- snapshots ---- */
@@ -276,6 +330,7 @@ static void handle_batch(sl_worker_t *w, int gid, int in_index, sl_batch_t *b) {
              atomic_load(&w->core->exit_code) != SL_EXIT_RUNTIME) {
     rt->records_in += b->nrec;
     rt->batches_in++;
+    w->dirty = 1;
     lua_pushinteger(w->L, gid);
     lua_pushlightuserdata(w->L, b->data);
     lua_pushinteger(w->L, (lua_Integer)b->len);
@@ -338,6 +393,52 @@ int sl_worker_post(sl_worker_t *w, int kind, uint64_t seq, const char *script,
   return 0;
 }
 
+int sl_worker_query(sl_worker_t *w, int gid, uint64_t seq, const char *key,
+                    size_t len) {
+  sl_wmsg_t *m = calloc(1, sizeof *m);
+  if (!m)
+    return -1;
+  m->kind = SL_WMSG_QUERY;
+  m->gid = gid;
+  m->seq = seq;
+  m->script = strdup("");
+  m->src = malloc(len ? len : 1);
+  if (!m->script || !m->src) {
+    free(m->script);
+    free(m->src);
+    free(m);
+    return -1;
+  }
+  memcpy(m->src, key, len);
+  m->len = len;
+  uv_mutex_lock(&w->mu);
+  if (w->inbox_tail)
+    w->inbox_tail->next = m;
+  else
+    w->inbox = m;
+  w->inbox_tail = m;
+  atomic_store(&w->mail, 1);
+  uv_mutex_unlock(&w->mu);
+  uv_async_send(&w->wake);
+  return 0;
+}
+
+/* A state query: the key's state as JSON text (or none), to the admin. */
+static void do_query(sl_worker_t *w, sl_wmsg_t *m) {
+  lua_State *L = w->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->fn_query);
+  lua_pushinteger(L, m->gid);
+  lua_pushlstring(L, m->src, m->len);
+  if (lua_pcall(L, 2, 1, 0)) {
+    sl_admin_reply(w->core, m->seq, 500, lua_tostring(L, -1));
+  } else if (lua_isstring(L, -1)) {
+    sl_admin_reply(w->core, m->seq, 200, lua_tostring(L, -1));
+  } else {
+    sl_admin_reply(w->core, m->seq, 404, NULL);
+  }
+  lua_pop(L, 1);
+}
+
 static void free_msgs(sl_wmsg_t *m) {
   while (m) {
     sl_wmsg_t *next = m->next;
@@ -397,6 +498,8 @@ static void drain_inbox(sl_worker_t *w) {
       do_prepare(w, x);
     } else if (x->kind == SL_WMSG_COMMIT) {
       do_commit(w, x);
+    } else if (x->kind == SL_WMSG_QUERY) {
+      do_query(w, x);
     } else {
       lua_pushstring(w->L, x->script);
       call_lua(w, w->fn_abort, 1);
@@ -430,8 +533,12 @@ static void close_all(sl_worker_t *w) {
 static void on_idle(uv_idle_t *h) {
   sl_worker_t *w = h->data;
   if (!pump(w)) {
+    if (w->dirty)
+      publish(w);
     uv_idle_stop(&w->idle);
     w->idling = 0;
+  } else if (w->dirty && sl_now_ms() - w->published_ms >= SL_PUBLISH_MS) {
+    publish(w);
   }
 }
 
@@ -488,10 +595,11 @@ static int boot(sl_worker_t *w, char **err) {
   lua_pushlstring(L, p->blob, p->blob_len);
   lua_pushinteger(L, w->thread);
   lua_pushlightuserdata(L, &w->api);
-  if (lua_pcall(L, 3, 11, 0)) {
+  if (lua_pcall(L, 3, 12, 0)) {
     *err = strdup(lua_tostring(L, -1));
     return -1;
   }
+  w->fn_query = luaL_ref(L, LUA_REGISTRYINDEX);
   w->fn_stats = luaL_ref(L, LUA_REGISTRYINDEX);
   w->fn_swap = luaL_ref(L, LUA_REGISTRYINDEX);
   w->fn_abort = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -556,6 +664,7 @@ sl_worker_t *sl_worker_create(sl_core_t *c, int thread, char **err) {
   w->timer_due = -1;
   atomic_init(&w->quit, 0);
   atomic_init(&w->mail, 0);
+  atomic_init(&w->lua_bytes, 0);
   w->api = (sl_lua_api_t){.ctx = w,
                           .push = api_push,
                           .hash = sl_hash_bytes,
@@ -575,6 +684,7 @@ sl_worker_t *sl_worker_create(sl_core_t *c, int thread, char **err) {
     sl_worker_destroy(w);
     return NULL;
   }
+  publish(w);
   return w;
 }
 

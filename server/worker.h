@@ -28,4 +28,11 @@ int sl_worker_stats(sl_worker_t *w, int gid, uint64_t *in, uint64_t *out,
 int sl_worker_post(sl_worker_t *w, int kind, uint64_t seq, const char *script,
                    const char *src, size_t len);
 
+/* Any thread (the admin server): ask for the JSON of `key`'s state in
+ * instance gid; the worker answers with sl_admin_reply(seq). 0, -1 OOM. */
+int sl_worker_query(sl_worker_t *w, int gid, uint64_t seq, const char *key,
+                    size_t len);
+/* Any thread: the worker's Lua memory in bytes, as last published. */
+uint64_t sl_worker_lua_bytes(sl_worker_t *w);
+
 #endif

@@ -101,7 +101,7 @@ local BAD = {
     "2: at_least_once cannot be given: source 'a' (tcp) is not replayable (at_most_once only)",
   },
   bad_checkpoint_admin = {
-    "3: admin is not supported by this version yet",
+    '3: admin must be "HOST:PORT" with an IPv4 address, [IPv6] or localhost and a port 0-65535 (got "127.0.0.1")',
   },
   bad_checkpoint_fields = {
     "2: checkpoint.every must be a duration like \"500ms\", \"1s\", \"2m\" (got \"soon\")",
