@@ -6,6 +6,8 @@
 #   make bench-checkpoint   what checkpoints cost (W2 exactly_once vs none, 1M keys)
 #   make bench-redis  W2 from a Redis Stream into a hash vs file -> file; 1M-key
 #                     checkpoint to redis:// vs file:// (starts its own redis-server)
+#   make docker-test  build docker/Dockerfile with podman and run it (root; slow:
+#                     not part of `make test`; see docker/test.sh)
 BUILD ?= build
 SANITIZE ?= 0
 ifeq ($(SANITIZE),1)
@@ -16,7 +18,7 @@ else
 endif
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps build run test bench bench-checkpoint bench-redis clean format
+.PHONY: all deps build run test bench bench-checkpoint bench-redis docker-test clean format
 
 all: build
 
@@ -34,7 +36,7 @@ run: build
 	$(BUILD)/sluice run conf/wordcount.conf
 
 test: build
-	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --repeat until-pass:2
 
 bench: build
 	luajit bench/run.lua $(BUILD)/sluice
@@ -44,6 +46,9 @@ bench-checkpoint: build
 
 bench-redis: build
 	luajit bench/redis.lua $(BUILD)/sluice
+
+docker-test:
+	docker/test.sh
 
 format:
 	clang-format -i server/*.c server/*.h bindings/*.c spec/c/*.c bench/*.c 2>/dev/null || true

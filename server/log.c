@@ -6,7 +6,8 @@
  * threads never interleave. Format:
  *   2026-11-24T11:30:00.123Z INFO component: message
  * Messages are truncated to fit SL_LOG_LINE_MAX bytes; CR and LF inside a
- * message become spaces so that one event is one line.
+ * message become spaces so that one event is one line. With --log-format
+ * json each line is one JSON object: time, level, component, msg.
  */
 #ifndef _GNU_SOURCE
 #define _POSIX_C_SOURCE 200809L /* clock_gettime, gmtime_r */
@@ -24,6 +25,7 @@
 #define SL_LOG_LINE_MAX 4096
 
 static int sl_log_threshold = SL_LOG_INFO;
+static int sl_log_json; /* written once at start-up, like the threshold */
 
 static const char *const sl_log_names[] = {"debug", "info", "warn", "error"};
 static const char *const sl_log_tags[] = {"DEBUG", "INFO", "WARN", "ERROR"};
@@ -36,6 +38,47 @@ static int sl_log_clamp(int level) {
 
 void sl_log_set_level(int level) {
   sl_log_threshold = sl_log_clamp(level);
+}
+
+void sl_log_set_json(int on) {
+  sl_log_json = on;
+}
+
+static int sl_log_timestamp(char *dst, size_t cap);
+static void sl_log_write(const char *line, size_t len);
+
+/* Appends s to line[*n..cap) as the inside of a JSON string. */
+static void sl_log_json_str(char *line, size_t *n, size_t cap, const char *s) {
+  for (; *s && *n + 7 < cap; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\') {
+      line[(*n)++] = '\\';
+      line[(*n)++] = (char)c;
+    } else if (c < 0x20) {
+      *n += (size_t)snprintf(line + *n, cap - *n, "\\u%04x", c);
+    } else {
+      line[(*n)++] = (char)c;
+    }
+  }
+}
+
+/* {"time":"...","level":"info","component":"...","msg":"..."} */
+static void sl_log_json_line(int level, const char *component,
+                             const char *msg) {
+  char line[SL_LOG_LINE_MAX + 512];
+  size_t cap = sizeof(line) - 3, n = 0;
+  n += (size_t)snprintf(line, cap, "{\"time\":\"");
+  n += (size_t)sl_log_timestamp(line + n, cap - n);
+  n += (size_t)snprintf(line + n, cap - n,
+                        "\",\"level\":\"%s\",\"component\":\"",
+                        sl_log_names[sl_log_clamp(level)]);
+  sl_log_json_str(line, &n, cap, component ? component : "-");
+  n += (size_t)snprintf(line + n, cap - n, "\",\"msg\":\"");
+  sl_log_json_str(line, &n, cap, msg);
+  line[n++] = '"';
+  line[n++] = '}';
+  line[n++] = '\n';
+  sl_log_write(line, n);
 }
 
 int sl_log_level_from_name(const char *name) {
@@ -79,6 +122,15 @@ static void sl_log_write(const char *p, size_t n) {
 void sl_log(int level, const char *component, const char *fmt, ...) {
   if (level < sl_log_threshold)
     return;
+  if (sl_log_json) {
+    char msg[SL_LOG_LINE_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    sl_log_json_line(level, component, msg);
+    return;
+  }
   char line[SL_LOG_LINE_MAX];
   size_t cap = sizeof(line) - 1; /* room for the newline */
   int n = sl_log_timestamp(line, cap);

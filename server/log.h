@@ -14,6 +14,7 @@ typedef enum {
 } sl_log_level_t;
 
 void sl_log_set_level(int level);
+void sl_log_set_json(int on);                 /* one JSON object per line */
 int sl_log_level_from_name(const char *name); /* -1 if unknown */
 void sl_log(int level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -18,12 +18,13 @@
 #include <unistd.h>
 
 static int usage(void) {
-  fprintf(stderr, "usage: sluice run PIPELINE.conf [--workers N] [--restore "
-                  "latest|none|ID]\n"
-                  "                  [--log-level LEVEL]\n"
-                  "       sluice check PIPELINE.conf\n"
-                  "       sluice test [SPEC...]\n"
-                  "       sluice version\n");
+  fprintf(stderr,
+          "usage: sluice run PIPELINE.conf [--workers N] [--restore "
+          "latest|none|ID]\n"
+          "                  [--log-level LEVEL] [--log-format text|json]\n"
+          "       sluice check PIPELINE.conf\n"
+          "       sluice test [SPEC...]\n"
+          "       sluice version\n");
   return SL_EXIT_CONF;
 }
 
@@ -43,6 +44,13 @@ static int parse_flags(int argc, char **argv, sl_options_t *o) {
       i++;
     } else if (!strcmp(a, "--restore") && v) {
       o->restore = v;
+      i++;
+    } else if (!strcmp(a, "--log-format") && v) {
+      if (strcmp(v, "text") && strcmp(v, "json")) {
+        fprintf(stderr, "sluice: --log-format: text or json\n");
+        return -1;
+      }
+      sl_log_set_json(!strcmp(v, "json"));
       i++;
     } else if (!strcmp(a, "--log-level") && v) {
       int l = sl_log_level_from_name(v);
