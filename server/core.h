@@ -71,6 +71,7 @@ typedef struct sl_core_s {
   int exact;                        /* exactly_once: barriers are aligned */
   struct sl_coord_s *coord;         /* checkpoint.c; NULL without checkpoints */
   struct sl_confwatch_s *confwatch; /* confwatch.c */
+  struct sl_progress_s *progress;   /* progress.c: the tty status line */
   sl_plan_t *next_plan;             /* a valid changed conf: run it next */
   atomic_int savepoint;     /* stopping to restart: take the savepoint */
   int workers_override;     /* --workers, for a reloaded conf */

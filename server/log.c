@@ -16,6 +16,7 @@
 #include "luaapi.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -45,7 +46,7 @@ void sl_log_set_json(int on) {
 }
 
 static int sl_log_timestamp(char *dst, size_t cap);
-static void sl_log_write(const char *line, size_t len);
+static void sl_log_write(const char *p, size_t n);
 
 /* Appends s to line[*n..cap) as the inside of a JSON string. */
 static void sl_log_json_str(char *line, size_t *n, size_t cap, const char *s) {
@@ -107,7 +108,52 @@ static int sl_log_timestamp(char *dst, size_t cap) {
                   tm.tm_min, tm.tm_sec, (int)(ts.tv_nsec / 1000000));
 }
 
+/* The status line (progress.c), guarded by sl_status_mu: any thread logs. */
+static pthread_mutex_t sl_status_mu = PTHREAD_MUTEX_INITIALIZER;
+static char sl_status[256];
+static size_t sl_status_len;
+
+static void sl_log_write_raw(const char *p, size_t n);
+
+void sl_log_status(const char *line, size_t len) {
+  pthread_mutex_lock(&sl_status_mu);
+  if (!line) {
+    if (sl_status_len)
+      sl_log_write_raw("\r\033[K", 4);
+    sl_status_len = 0;
+  } else {
+    if (len > sizeof sl_status)
+      len = sizeof sl_status;
+    memcpy(sl_status, line, len);
+    sl_status_len = len;
+    sl_log_write_raw(line, len);
+  }
+  pthread_mutex_unlock(&sl_status_mu);
+}
+
+/* A log line: with a status line showing, erase it, print, redraw it. */
 static void sl_log_write(const char *p, size_t n) {
+  pthread_mutex_lock(&sl_status_mu);
+  if (!sl_status_len) {
+    pthread_mutex_unlock(&sl_status_mu);
+    sl_log_write_raw(p, n);
+    return;
+  }
+  char buf[SL_LOG_LINE_MAX + 1024];
+  size_t k = 0;
+  memcpy(buf, "\r\033[K", 4);
+  k = 4;
+  if (n > sizeof buf - k - sl_status_len)
+    n = sizeof buf - k - sl_status_len;
+  memcpy(buf + k, p, n);
+  k += n;
+  memcpy(buf + k, sl_status, sl_status_len);
+  k += sl_status_len;
+  sl_log_write_raw(buf, k);
+  pthread_mutex_unlock(&sl_status_mu);
+}
+
+static void sl_log_write_raw(const char *p, size_t n) {
   while (n > 0) {
     ssize_t w = write(2, p, n);
     if (w < 0 && errno == EINTR)

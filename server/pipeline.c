@@ -16,6 +16,7 @@
 #include "core.h"
 #include "log.h"
 #include "luaapi.h"
+#include "progress.h"
 #include "watch.h"
 #include "worker.h"
 
@@ -239,6 +240,7 @@ static void shutdown_all(sl_core_t *c) {
   sl_admin_stop(c);
   sl_watch_stop(c);
   sl_confwatch_stop(c);
+  sl_progress_stop(c);
   stop_workers(c);
   sl_core_sources_close(c);
   sl_core_sinks_close(c);
@@ -304,6 +306,7 @@ static int start(sl_core_t *c, const char *restore) {
       return -1;
   sl_watch_start(c);
   sl_confwatch_start(c);
+  sl_progress_start(c);
   uv_signal_start(&c->sigint, on_signal, SIGINT);
   uv_signal_start(&c->sigterm, on_signal, SIGTERM);
   uv_timer_start(&c->flush_timer, on_flush, SL_FLUSH_MS, SL_FLUSH_MS);
@@ -319,6 +322,7 @@ static void destroy(sl_core_t *c) {
   sl_admin_close(c);
   sl_watch_close(c);
   sl_confwatch_close(c);
+  sl_progress_close(c);
   sl_align_free(c);
   for (int t = 1; c->workers && t <= c->plan->workers; t++)
     sl_worker_destroy(c->workers[t]);

@@ -41,6 +41,22 @@ describe("e2e logs", function()
     assert.is_true(n > 3)
   end)
 
+  it("on a terminal a live status line shows rates and the share read; not otherwise", function()
+    proc.write_file(dir .. "/slow.conf", [[
+source "g" { kind = "generator", count = 3000, rate = 2000 }
+sink "out" { kind = "file", path = "out.txt", from = "g" }
+]])
+    -- script(1) runs sluice on a pseudo-terminal and records what it wrote
+    local cmd = string.format("script -qfec %q %q >/dev/null 2>&1",
+      proc.bin() .. " run " .. dir .. "/slow.conf", dir .. "/tty.out")
+    assert.is_true(os.execute(cmd) == 0)
+    local tty = proc.read_file(dir .. "/tty.out") or ""
+    assert.is_truthy(tty:match("\r\27%[K%d+ rec/s in, %d+ rec/s out, [%d%.]+%% read"), tty)
+    local code, _, err = proc.run_sluice(dir .. "/slow.conf", {}, 30)
+    assert.are.equal(0, code, err)
+    assert.is_falsy(err:match("rec/s"), err)
+  end)
+
   it("--log-level warn keeps info lines out; a bad --log-format is a usage error", function()
     local code, _, err = proc.run_sluice(dir .. "/p.conf", { "--log-level", "warn" }, 30)
     assert.are.equal(0, code, err)
