@@ -363,6 +363,19 @@ static int feed(sl_worker_t *w, int gid) {
 
 /* ---- reload messages (watch.h) ---- */
 
+/* Appends m to the worker's inbox and wakes it. Any thread. */
+static void post(sl_worker_t *w, sl_wmsg_t *m) {
+  uv_mutex_lock(&w->mu);
+  if (w->inbox_tail)
+    w->inbox_tail->next = m;
+  else
+    w->inbox = m;
+  w->inbox_tail = m;
+  atomic_store(&w->mail, 1);
+  uv_mutex_unlock(&w->mu);
+  uv_async_send(&w->wake);
+}
+
 int sl_worker_post(sl_worker_t *w, int kind, uint64_t seq, const char *script,
                    const char *src, size_t len) {
   sl_wmsg_t *m = calloc(1, sizeof *m);
@@ -381,15 +394,7 @@ int sl_worker_post(sl_worker_t *w, int kind, uint64_t seq, const char *script,
   if (src)
     memcpy(m->src, src, len);
   m->len = len;
-  uv_mutex_lock(&w->mu);
-  if (w->inbox_tail)
-    w->inbox_tail->next = m;
-  else
-    w->inbox = m;
-  w->inbox_tail = m;
-  atomic_store(&w->mail, 1);
-  uv_mutex_unlock(&w->mu);
-  uv_async_send(&w->wake);
+  post(w, m);
   return 0;
 }
 
@@ -411,15 +416,7 @@ int sl_worker_query(sl_worker_t *w, int gid, uint64_t seq, const char *key,
   }
   memcpy(m->src, key, len);
   m->len = len;
-  uv_mutex_lock(&w->mu);
-  if (w->inbox_tail)
-    w->inbox_tail->next = m;
-  else
-    w->inbox = m;
-  w->inbox_tail = m;
-  atomic_store(&w->mail, 1);
-  uv_mutex_unlock(&w->mu);
-  uv_async_send(&w->wake);
+  post(w, m);
   return 0;
 }
 
