@@ -574,7 +574,14 @@ static void rs_a_connect(rsink_t *l) {
   redisAsyncCommand(ac, rs_a_on_setup, l, "PING");
 }
 
-static int rs_a_write(rsink_t *l, sl_codec_reader_t *r) {
+typedef int (*rs_enc_fn)(sl_buf_t *b, int argc, const char **argv,
+                         const size_t *lens);
+
+/* Renders every record of r as one command, encoded by enc behind a u32
+ * length, appended to q (counted in *count). 0 ok; -1 malformed batch; -2
+ * out of memory (the sink has failed). */
+static int rs_queue(rsink_t *l, sl_codec_reader_t *r, sl_buf_t *q,
+                    size_t *count, rs_enc_fn enc) {
   sl_codec_record_t rec;
   const char *argv[8];
   size_t lens[8];
@@ -583,20 +590,27 @@ static int rs_a_write(rsink_t *l, sl_codec_reader_t *r) {
     int argc = rs_build(l, &rec, argv, lens);
     if (argc < 0)
       return -1;
-    size_t at = l->q.len;
-    if (rs_put_u32(&l->q, 0) < 0 || rs_resp(&l->q, argc, argv, lens) < 0) {
-      l->q.len = at;
+    size_t at = q->len;
+    if (rs_put_u32(q, 0) < 0 || enc(q, argc, argv, lens) < 0) {
+      q->len = at;
       rs_fail(l, "out of memory");
-      return 0;
+      return -2;
     }
-    uint32_t n = (uint32_t)(l->q.len - at - sizeof n);
-    memcpy(l->q.data + at, &n, sizeof n);
-    l->q_n++;
+    uint32_t n = (uint32_t)(q->len - at - sizeof n);
+    memcpy(q->data + at, &n, sizeof n);
+    (*count)++;
   }
+  return rc < 0 ? -1 : 0;
+}
+
+static int rs_a_write(rsink_t *l, sl_codec_reader_t *r) {
+  int rc = rs_queue(l, r, &l->q, &l->q_n, rs_resp);
+  if (rc == -2)
+    return 0;
   rs_a_send(l);
   if (l->q_n > RS_MAX_CMDS || rs_q_bytes(l) > RS_MAX_BYTES)
     l->k->busy = 1;
-  return rc < 0 ? -1 : 0;
+  return rc;
 }
 
 /* ---- exactly_once: the blocking connection ---- */
@@ -1029,30 +1043,14 @@ static void rs_e_on_timer(uv_timer_t *t) {
 }
 
 static int rs_e_write(rsink_t *l, sl_codec_reader_t *r) {
-  sl_codec_record_t rec;
-  const char *argv[8];
-  size_t lens[8];
-  int rc;
-  while ((rc = sl_codec_reader_next(r, &rec)) == 1) {
-    int argc = rs_build(l, &rec, argv, lens);
-    if (argc < 0)
-      return -1;
-    size_t at = l->pend.len;
-    if (rs_put_u32(&l->pend, 0) < 0 ||
-        rs_msgpack(&l->pend, argc, argv, lens) < 0) {
-      l->pend.len = at;
-      rs_fail(l, "out of memory");
-      return 0;
-    }
-    uint32_t n = (uint32_t)(l->pend.len - at - sizeof n);
-    memcpy(l->pend.data + at, &n, sizeof n);
-    l->pend_n++;
-  }
+  int rc = rs_queue(l, r, &l->pend, &l->pend_n, rs_msgpack);
+  if (rc == -2)
+    return 0;
   if (l->pend.len >= RS_STAGE_AT && l->sc)
     rs_e_push(l, 0);
   if (l->pend.len > RS_MAX_BYTES)
     l->k->busy = 1;
-  return rc < 0 ? -1 : 0;
+  return rc;
 }
 
 /* ---- the vtable ---- */
