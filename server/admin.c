@@ -366,7 +366,7 @@ static double src_offset(sl_core_t *c, int g) {
   return off < 0 ? -1 : (double)off;
 }
 static double sink_in(sl_core_t *c, int g) {
-  return (double)c->insts[g].records_in;
+  return c->insts[g].sink ? (double)c->insts[g].sink->records_in : 0;
 }
 static double sink_errors(sl_core_t *c, int g) {
   return c->insts[g].sink ? (double)c->insts[g].sink->errors : 0;

@@ -263,11 +263,11 @@ static void log_summary(sl_core_t *c, double ms) {
         in += a, out += b, errors += e;
       } else {
         const sl_inst_rt_t *rt = &c->insts[gid];
-        in += rt->records_in;
-        out += rt->records_out;
-        errors += rt->source ? rt->source->errors
-                  : rt->sink ? rt->sink->errors
-                             : 0;
+        if (rt->source) /* what it read is what it emitted */
+          in += rt->source->records_out, out += rt->source->records_out,
+              errors += rt->source->errors;
+        else if (rt->sink)
+          in += rt->sink->records_in, errors += rt->sink->errors;
       }
     }
     sl_log(SL_LOG_INFO, "pipeline", "%s '%s': %llu in, %llu out, %llu errors",

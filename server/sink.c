@@ -93,7 +93,6 @@ static void handle(sl_sink_t *k, int in_index, sl_batch_t *b) {
     if (sl_align_barrier(kc->c, kc->gid, in_index, b->id))
       barrier_complete(k, b->id);
   } else if (b->kind == SL_BATCH_DATA) {
-    rt->records_in += b->nrec;
     k->records_in += b->nrec;
     if (k->vt->write(k, b->data, b->len)) {
       k->errors++;

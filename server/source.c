@@ -84,7 +84,6 @@ static void route(sl_source_core_t *sc, const uint8_t *data, size_t len,
     sl_log(SL_LOG_ERROR, "source", "out of memory sending a batch");
     sl_core_fail(c, 3);
   }
-  c->insts[sc->gid].records_out += nrec;
 }
 
 /* Opens a batch if none is open. 0 ok, -1 OOM. */
@@ -129,10 +128,10 @@ int sl_source_emit_fields(sl_source_t *s, const char *const *kv,
   sl_source_core_t *sc = s->core;
   if (s->ended)
     return 0;
-  return batch_added(s, batch_open(sc) ? -1
-                                       : sl_codec_writer_add_fields(
-                                             &sc->w, kv, lens, npairs,
-                                             floor(time_ms)));
+  return batch_added(s, batch_open(sc)
+                            ? -1
+                            : sl_codec_writer_add_fields(
+                                  &sc->w, kv, lens, npairs, floor(time_ms)));
 }
 
 void sl_source_flush(sl_source_t *s) {
@@ -238,7 +237,6 @@ void sl_core_sources_pump(sl_core_t *c) {
     sl_source_t *s = &c->sources[i];
     sl_source_core_t *sc = s->core;
     sl_core_drain(c, sc->gid);
-    c->insts[sc->gid].records_in = s->records_out;
     if (s->paused && !s->ended && !sl_core_blocked(c, sc->gid)) {
       s->paused = 0;
       s->vt->resume(s);
