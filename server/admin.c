@@ -12,14 +12,16 @@
 #include "confwatch.h"
 #include "log.h"
 #include "luaapi.h"
+#include "metrics.h"
 #include "sluice.h"
+#include "status.h"
+#include "text.h"
 #include "watch.h"
 #include "worker.h"
 
 #include <http_parser.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,97 +31,6 @@
 #define SL_ADMIN_MAX_CONNS 64
 #define SL_ADMIN_TIMEOUT_MS 10000 /* a request must arrive and be answered */
 
-/* A growing string. */
-typedef struct {
-  char *p;
-  size_t len, cap;
-  int oom;
-} sl_str_t;
-
-static void str_add(sl_str_t *s, const char *data, size_t n) {
-  if (s->oom)
-    return;
-  if (s->len + n + 1 > s->cap) {
-    size_t cap = s->cap ? s->cap : 256;
-    while (cap < s->len + n + 1)
-      cap *= 2;
-    char *p = realloc(s->p, cap);
-    if (!p) {
-      s->oom = 1;
-      return;
-    }
-    s->p = p;
-    s->cap = cap;
-  }
-  memcpy(s->p + s->len, data, n);
-  s->len += n;
-  s->p[s->len] = 0;
-}
-
-static void str_printf(sl_str_t *s, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void str_printf(sl_str_t *s, const char *fmt, ...) {
-  char small[512];
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(small, sizeof small, fmt, ap);
-  va_end(ap);
-  if (n < 0)
-    return;
-  if ((size_t)n < sizeof small) {
-    str_add(s, small, (size_t)n);
-    return;
-  }
-  char *big = malloc((size_t)n + 1);
-  if (!big) {
-    s->oom = 1;
-    return;
-  }
-  va_start(ap, fmt);
-  vsnprintf(big, (size_t)n + 1, fmt, ap);
-  va_end(ap);
-  str_add(s, big, (size_t)n);
-  free(big);
-}
-
-#define STR(s, lit) str_add((s), (lit), sizeof(lit) - 1)
-
-/* A JSON string literal. */
-static void str_json(sl_str_t *s, const char *v, size_t n) {
-  STR(s, "\"");
-  for (size_t i = 0; i < n; i++) {
-    unsigned char ch = (unsigned char)v[i];
-    if (ch == '"' || ch == '\\') {
-      char e[2] = {'\\', (char)ch};
-      str_add(s, e, 2);
-    } else if (ch < 0x20 || ch == 0x7f) {
-      str_printf(s, "\\u%04x", ch);
-    } else {
-      str_add(s, (const char *)&ch, 1);
-    }
-  }
-  STR(s, "\"");
-}
-
-static void str_jsonz(sl_str_t *s, const char *v) {
-  if (v)
-    str_json(s, v, strlen(v));
-  else
-    STR(s, "null");
-}
-
-/* A Prometheus label value: backslash, quote and newline escaped. */
-static void str_label(sl_str_t *s, const char *v) {
-  for (; v && *v; v++) {
-    if (*v == '\\' || *v == '"')
-      str_printf(s, "\\%c", *v);
-    else if (*v == '\n')
-      STR(s, "\\n");
-    else
-      str_add(s, v, 1);
-  }
-}
-
 /* ---- connections ---- */
 
 typedef struct sl_conn_s {
@@ -128,7 +39,7 @@ typedef struct sl_conn_s {
   uv_tcp_t tcp;
   uv_timer_t timer;
   http_parser parser;
-  sl_str_t url;
+  sl_text_t url;
   size_t head_bytes, body_bytes;
   int in_head;   /* still in the request line and headers */
   int complete;  /* on_message_complete ran */
@@ -138,7 +49,7 @@ typedef struct sl_conn_s {
   char *op, *key;
   int inst;
   uv_write_t wr;
-  sl_str_t out;
+  sl_text_t out;
 } sl_conn_t;
 
 typedef struct sl_areply_s {
@@ -228,15 +139,15 @@ static void respond(sl_conn_t *k, int status, const char *type,
     return;
   k->answered = 1;
   uv_read_stop((uv_stream_t *)&k->tcp);
-  sl_str_t *o = &k->out;
-  str_printf(o,
-             "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-             "Connection: close\r\n",
-             status, reason(status), type, len);
+  sl_text_t *o = &k->out;
+  sl_text_printf(o,
+                 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                 "Connection: close\r\n",
+                 status, reason(status), type, len);
   if (allow)
-    str_printf(o, "Allow: %s\r\n", allow);
-  STR(o, "\r\n");
-  str_add(o, body, len);
+    sl_text_printf(o, "Allow: %s\r\n", allow);
+  SL_TEXT_LIT(o, "\r\n");
+  sl_text_add(o, body, len);
   if (o->oom) {
     conn_close(k);
     return;
@@ -251,314 +162,50 @@ static void respond_text(sl_conn_t *k, int status, const char *text) {
   respond(k, status, "text/plain; charset=utf-8", NULL, text, strlen(text));
 }
 
-static void respond_json(sl_conn_t *k, int status, sl_str_t *s) {
+static void respond_json(sl_conn_t *k, int status, sl_text_t *s) {
   if (s->oom) {
     respond_text(k, 500, "out of memory\n");
   } else {
-    STR(s, "\n");
+    SL_TEXT_LIT(s, "\n");
     respond(k, status, "application/json", NULL, s->p ? s->p : "", s->len);
   }
   free(s->p);
 }
 
 static void respond_error(sl_conn_t *k, int status, const char *msg) {
-  sl_str_t s = {0};
-  STR(&s, "{\"error\":");
-  str_jsonz(&s, msg);
-  STR(&s, "}");
+  sl_text_t s = {0};
+  SL_TEXT_LIT(&s, "{\"error\":");
+  sl_text_jsonz(&s, msg);
+  SL_TEXT_LIT(&s, "}");
   respond_json(k, status, &s);
 }
 
 /* ---- endpoints ---- */
-
-static int running(const sl_core_t *c) {
-  return c->started_ms > 0 && !c->stopping && !c->shutting_down &&
-         !atomic_load(&c->exit_code);
-}
-
-static const char *state_name(const sl_core_t *c) {
-  if (atomic_load(&c->exit_code))
-    return "failed";
-  if (c->stopping || c->shutting_down)
-    return "stopping";
-  return c->started_ms > 0 ? "running" : "starting";
-}
-
 static void get_health(sl_conn_t *k) {
   sl_core_t *c = k->admin->c;
-  if (running(c)) {
+  if (sl_status_running(c)) {
     respond_text(k, 200, "ok\n");
   } else {
     char msg[32];
-    snprintf(msg, sizeof msg, "%s\n", state_name(c));
+    snprintf(msg, sizeof msg, "%s\n", sl_status_state(c));
     respond_text(k, 503, msg);
   }
 }
 
-static const char *type_name(int t) {
-  return t == SL_NODE_SOURCE ? "source"
-         : t == SL_NODE_SINK ? "sink"
-                             : "operator";
-}
-
-static void metric_head(sl_str_t *s, const char *name, const char *type,
-                        const char *help) {
-  str_printf(s, "# HELP sluice_%s %s\n# TYPE sluice_%s %s\n", name, help, name,
-             type);
-}
-
-/* name{pipeline="p",node_label="node"[,instance="i"]} value */
-static void sample(sl_str_t *s, const sl_core_t *c, const char *name,
-                   const char *label, const char *node, int inst,
-                   double value) {
-  str_printf(s, "sluice_%s{pipeline=\"", name);
-  str_label(s, c->plan->name);
-  STR(s, "\"");
-  if (label) {
-    str_printf(s, ",%s=\"", label);
-    str_label(s, node);
-    STR(s, "\"");
-  }
-  if (inst >= 0)
-    str_printf(s, ",instance=\"%d\"", inst);
-  if (value == (double)(int64_t)value && value < 1e15 && value > -1e15)
-    str_printf(s, "} %" PRId64 "\n", (int64_t)value);
-  else
-    str_printf(s, "} %.9g\n", value);
-}
-
-static uint64_t relaxed(_Atomic uint64_t *v) {
-  return atomic_load_explicit(v, memory_order_relaxed);
-}
-
-/* One metric over every instance of the nodes of one type. */
-typedef double (*inst_value_fn)(sl_core_t *c, int gid);
-
-static void per_instance(sl_str_t *s, sl_core_t *c, int type, const char *name,
-                         const char *mtype, const char *help,
-                         inst_value_fn fn) {
-  const sl_plan_t *p = c->plan;
-  metric_head(s, name, mtype, help);
-  for (int n = 0; n < p->n_nodes; n++) {
-    const sl_plan_node_t *node = &p->nodes[n];
-    if (node->type != type)
-      continue;
-    for (int i = 0; i < node->parallelism; i++) {
-      double v = fn(c, node->first_gid + i);
-      if (v >= 0)
-        sample(s, c, name, type_name(type), node->cfg.name,
-               type == SL_NODE_OPERATOR ? i : -1, v);
-    }
-  }
-}
-
-static double src_out(sl_core_t *c, int g) {
-  return c->insts[g].source ? (double)c->insts[g].source->records_out : 0;
-}
-static double src_errors(sl_core_t *c, int g) {
-  return c->insts[g].source ? (double)c->insts[g].source->errors : 0;
-}
-static double src_offset(sl_core_t *c, int g) {
-  sl_source_t *s = c->insts[g].source;
-  if (!s || !s->vt->offset)
-    return -1;
-  int64_t off = s->vt->offset(s);
-  return off < 0 ? -1 : (double)off;
-}
-static double sink_in(sl_core_t *c, int g) {
-  return c->insts[g].sink ? (double)c->insts[g].sink->records_in : 0;
-}
-static double sink_errors(sl_core_t *c, int g) {
-  return c->insts[g].sink ? (double)c->insts[g].sink->errors : 0;
-}
-static double op_in(sl_core_t *c, int g) {
-  return (double)relaxed(&c->insts[g].pub_in);
-}
-static double op_out(sl_core_t *c, int g) {
-  return (double)relaxed(&c->insts[g].pub_out);
-}
-static double op_errors(sl_core_t *c, int g) {
-  return (double)relaxed(&c->insts[g].pub_errors);
-}
-static double op_dead(sl_core_t *c, int g) {
-  return (double)relaxed(&c->insts[g].pub_dead);
-}
-static double op_queue(sl_core_t *c, int g) {
-  const sl_plan_inst_t *pi = &c->plan->insts[g];
-  size_t n = 0;
-  for (int i = 0; i < pi->n_in_ch; i++)
-    n += sl_ring_count(c->chans[pi->in_ch[i]].ring);
-  return (double)n;
-}
-static double op_queue_cap(sl_core_t *c, int g) {
-  const sl_plan_inst_t *pi = &c->plan->insts[g];
-  size_t n = 0;
-  for (int i = 0; i < pi->n_in_ch; i++)
-    n += sl_ring_capacity(c->chans[pi->in_ch[i]].ring);
-  return (double)n;
-}
-
 static void get_metrics(sl_conn_t *k) {
-  sl_core_t *c = k->admin->c;
-  const sl_plan_t *p = c->plan;
-  sl_str_t s = {0};
-  metric_head(&s, "up", "gauge",
-              "1 while the pipeline runs (GET /health is 200)");
-  sample(&s, c, "up", NULL, NULL, -1, running(c));
-  metric_head(&s, "uptime_seconds", "gauge", "Seconds since this run started");
-  sample(&s, c, "uptime_seconds", NULL, NULL, -1,
-         c->started_ms > 0 ? (sl_now_ms() - c->started_ms) / 1000.0 : 0);
-  per_instance(&s, c, SL_NODE_SOURCE, "source_records_out_total", "counter",
-               "Records a source emitted", src_out);
-  per_instance(&s, c, SL_NODE_SOURCE, "source_errors_total", "counter",
-               "Records or reads a source rejected", src_errors);
-  per_instance(
-      &s, c, SL_NODE_SOURCE, "source_offset", "gauge",
-      "A replayable source's position (file: bytes; generator: records)",
-      src_offset);
-  per_instance(&s, c, SL_NODE_SINK, "sink_records_in_total", "counter",
-               "Records a sink received", sink_in);
-  per_instance(&s, c, SL_NODE_SINK, "sink_errors_total", "counter",
-               "Records a sink could not write", sink_errors);
-  per_instance(&s, c, SL_NODE_OPERATOR, "operator_records_in_total", "counter",
-               "Records an operator instance processed (published by its "
-               "worker every 100 ms while busy)",
-               op_in);
-  per_instance(&s, c, SL_NODE_OPERATOR, "operator_records_out_total", "counter",
-               "Records an operator instance emitted", op_out);
-  per_instance(&s, c, SL_NODE_OPERATOR, "operator_errors_total", "counter",
-               "Errors raised by an operator instance's process", op_errors);
-  per_instance(
-      &s, c, SL_NODE_OPERATOR, "operator_dead_letters_total", "counter",
-      "Records an operator instance sent to its dead-letter sink", op_dead);
-  per_instance(&s, c, SL_NODE_OPERATOR, "operator_queue_batches", "gauge",
-               "Batches waiting in an operator instance's input rings",
-               op_queue);
-  per_instance(&s, c, SL_NODE_OPERATOR, "operator_queue_capacity_batches",
-               "gauge", "Capacity of an operator instance's input rings",
-               op_queue_cap);
-  metric_head(&s, "worker_lua_memory_bytes", "gauge",
-              "Memory of a worker's Lua state (published with the counts)");
-  for (int t = 1; c->workers && t <= p->workers; t++)
-    if (c->workers[t]) {
-      char w[16];
-      snprintf(w, sizeof w, "%d", t);
-      sample(&s, c, "worker_lua_memory_bytes", "worker", w, -1,
-             (double)sl_worker_lua_bytes(c->workers[t]));
-    }
-  sl_checkpoint_stats_t ck;
-  sl_checkpoint_stats(c, &ck);
-  metric_head(&s, "checkpoints_completed_total", "counter",
-              "Checkpoints stored (including the final one)");
-  sample(&s, c, "checkpoints_completed_total", NULL, NULL, -1,
-         (double)ck.completed);
-  metric_head(&s, "checkpoints_failed_total", "counter",
-              "Checkpoints abandoned or that could not be stored");
-  sample(&s, c, "checkpoints_failed_total", NULL, NULL, -1, (double)ck.failed);
-  metric_head(&s, "checkpoint_last_id", "gauge",
-              "Id of the last completed checkpoint");
-  sample(&s, c, "checkpoint_last_id", NULL, NULL, -1, (double)ck.last_id);
-  metric_head(&s, "checkpoint_last_duration_seconds", "gauge",
-              "From barrier injection to stored, of the last checkpoint");
-  sample(&s, c, "checkpoint_last_duration_seconds", NULL, NULL, -1,
-         ck.last_duration_ms / 1000.0);
-  metric_head(&s, "checkpoint_last_size_bytes", "gauge",
-              "Size of the last checkpoint's image");
-  sample(&s, c, "checkpoint_last_size_bytes", NULL, NULL, -1,
-         (double)ck.last_bytes);
-  metric_head(&s, "checkpoint_last_timestamp_seconds", "gauge",
-              "When the last checkpoint completed (Unix time)");
-  sample(&s, c, "checkpoint_last_timestamp_seconds", NULL, NULL, -1,
-         ck.last_time_ms / 1000.0);
-  metric_head(&s, "reloads_total", "counter", "Script hot reloads by result");
-  sample(&s, c, "reloads_total", "result", "ok", -1, (double)c->reloads_ok);
-  sample(&s, c, "reloads_total", "result", "failed", -1,
-         (double)c->reloads_failed);
+  sl_text_t s = {0};
+  sl_metrics_render(k->admin->c, &s);
   if (s.oom)
     respond_text(k, 500, "out of memory\n");
   else
     respond(k, 200, "text/plain; version=0.0.4; charset=utf-8", NULL,
             s.p ? s.p : "", s.len);
-  free(s.p);
-}
-
-static const char *grouping_name(int g) {
-  return g == SL_GROUP_KEY         ? "key"
-         : g == SL_GROUP_BROADCAST ? "broadcast"
-         : g == SL_GROUP_FORWARD   ? "forward"
-                                   : "shuffle";
+  sl_text_free(&s);
 }
 
 static void get_status(sl_conn_t *k) {
-  sl_core_t *c = k->admin->c;
-  const sl_plan_t *p = c->plan;
-  sl_str_t s = {0};
-  STR(&s, "{\"pipeline\":");
-  str_jsonz(&s, p->name);
-  STR(&s, ",\"conf\":");
-  str_jsonz(&s, p->file);
-  STR(&s, ",\"version\":");
-  str_jsonz(&s, sl_version());
-  STR(&s, ",\"state\":");
-  str_jsonz(&s, state_name(c));
-  STR(&s, ",\"guarantee\":");
-  str_jsonz(&s, p->guarantee);
-  str_printf(&s, ",\"workers\":%d,\"max_parallelism\":%d,\"uptime_s\":%.3f",
-             p->workers, p->max_parallelism,
-             c->started_ms > 0 ? (sl_now_ms() - c->started_ms) / 1000.0 : 0);
-  STR(&s, ",\"nodes\":[");
-  for (int n = 0; n < p->n_nodes; n++) {
-    const sl_plan_node_t *node = &p->nodes[n];
-    if (n)
-      STR(&s, ",");
-    STR(&s, "{\"name\":");
-    str_jsonz(&s, node->cfg.name);
-    str_printf(&s, ",\"type\":\"%s\",\"kind\":", type_name(node->type));
-    str_jsonz(&s, node->cfg.kind);
-    if (node->type == SL_NODE_OPERATOR) {
-      STR(&s, ",\"script\":");
-      str_jsonz(&s, node->script);
-      str_printf(&s, ",\"grouping\":\"%s\"", grouping_name(node->grouping));
-    }
-    str_printf(&s, ",\"parallelism\":%d,\"threads\":[", node->parallelism);
-    for (int i = 0; i < node->parallelism; i++)
-      str_printf(&s, "%s%d", i ? "," : "",
-                 p->insts[node->first_gid + i].thread);
-    STR(&s, "]}");
-  }
-  STR(&s, "],\"threads\":{");
-  for (int t = 0; t <= p->workers; t++) {
-    str_printf(&s, "%s\"%d\":[", t ? "," : "", t);
-    int first = 1;
-    for (int g = 0; g < p->n_insts; g++) {
-      if (p->insts[g].thread != t)
-        continue;
-      if (!first)
-        STR(&s, ",");
-      first = 0;
-      str_json(&s, p->nodes[p->insts[g].node].cfg.name,
-               strlen(p->nodes[p->insts[g].node].cfg.name));
-      if (p->nodes[p->insts[g].node].parallelism > 1)
-        s.len--, str_printf(&s, "[%d]\"", p->insts[g].index);
-    }
-    STR(&s, "]");
-  }
-  sl_checkpoint_stats_t ck;
-  sl_checkpoint_stats(c, &ck);
-  str_printf(&s,
-             "},\"checkpoint\":{\"enabled\":%s,\"completed\":%" PRIu64
-             ",\"failed\":%" PRIu64 ",\"in_progress\":%" PRIu64,
-             sl_checkpoint_periodic(c) ? "true" : "false", ck.completed,
-             ck.failed, ck.pending);
-  if (ck.last_id)
-    str_printf(&s,
-               ",\"last\":{\"id\":%" PRIu64 ",\"time_ms\":%.0f"
-               ",\"duration_ms\":%.0f,\"bytes\":%" PRIu64 "}",
-               ck.last_id, ck.last_time_ms, ck.last_duration_ms, ck.last_bytes);
-  else
-    STR(&s, ",\"last\":null");
-  str_printf(&s, "},\"reloads\":{\"ok\":%" PRIu64 ",\"failed\":%" PRIu64 "}}",
-             c->reloads_ok, c->reloads_failed);
+  sl_text_t s = {0};
+  sl_status_render(k->admin->c, &s);
   respond_json(k, 200, &s);
 }
 
@@ -576,22 +223,22 @@ static void post_checkpoint(sl_conn_t *k) {
                   "or every source ended)");
     return;
   }
-  sl_str_t s = {0};
-  str_printf(&s, "{\"id\":%" PRIu64 "}", id);
+  sl_text_t s = {0};
+  sl_text_printf(&s, "{\"id\":%" PRIu64 "}", id);
   sl_log(SL_LOG_INFO, "admin", "POST /checkpoint: checkpoint %" PRIu64, id);
   respond_json(k, 202, &s);
 }
 
 static void post_reload(sl_conn_t *k) {
   sl_core_t *c = k->admin->c;
-  if (!running(c)) {
+  if (!sl_status_running(c)) {
     respond_error(k, 503, "not running");
     return;
   }
   sl_watch_reload_all(c, "POST /reload");
   sl_confwatch_check(c, 0);
-  sl_str_t s = {0};
-  STR(&s, "{\"reload\":\"started\"}");
+  sl_text_t s = {0};
+  SL_TEXT_LIT(&s, "{\"reload\":\"started\"}");
   respond_json(k, 202, &s);
 }
 
@@ -659,7 +306,7 @@ static void get_state(sl_conn_t *k, const char *rest, size_t n) {
     respond_error(k, 404, "no such operator");
     return;
   }
-  if (!running(c) || !c->workers) {
+  if (!sl_status_running(c) || !c->workers) {
     respond_error(k, 503, "not running");
     return;
   }
@@ -726,7 +373,7 @@ static void route(sl_conn_t *k) {
 
 static int on_url(http_parser *hp, const char *at, size_t len) {
   sl_conn_t *k = hp->data;
-  str_add(&k->url, at, len);
+  sl_text_add(&k->url, at, len);
   return k->url.oom;
 }
 
@@ -884,13 +531,13 @@ void sl_admin_reply(sl_core_t *c, uint64_t seq, int status, const char *text) {
 }
 
 static void answer_state(sl_conn_t *k, sl_areply_t *r) {
-  sl_str_t s = {0};
+  sl_text_t s = {0};
   if (r->status == 200 && r->text) {
-    STR(&s, "{\"operator\":");
-    str_jsonz(&s, k->op);
-    STR(&s, ",\"key\":");
-    str_jsonz(&s, k->key);
-    str_printf(&s, ",\"instance\":%d,\"state\":%s}", k->inst, r->text);
+    SL_TEXT_LIT(&s, "{\"operator\":");
+    sl_text_jsonz(&s, k->op);
+    SL_TEXT_LIT(&s, ",\"key\":");
+    sl_text_jsonz(&s, k->key);
+    sl_text_printf(&s, ",\"instance\":%d,\"state\":%s}", k->inst, r->text);
     respond_json(k, 200, &s);
   } else if (r->status == 404) {
     respond_error(k, 404, "no state for this key");

@@ -5,6 +5,8 @@
  */
 #include "batch.h"
 
+#include <uv.h>
+
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +23,7 @@ sl_batch_t *sl_batch_create(uint32_t kind, const void *data, size_t len,
   b->nrec = nrec;
   b->closing = 0;
   b->id = 0;
+  b->t_ns = uv_hrtime();
   b->len = len;
   if (len)
     memcpy(b->data, data, len);

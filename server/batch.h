@@ -23,6 +23,7 @@ typedef struct sl_batch_s {
   uint32_t nrec;    /* records in payload */
   uint32_t closing; /* END: 1 = input ended (run close), 0 = stopping */
   uint64_t id;      /* BARRIER: the checkpoint id */
+  uint64_t t_ns;    /* created (uv_hrtime): the records' latency starts */
   size_t len;       /* payload bytes */
   uint8_t data[];
 } sl_batch_t;

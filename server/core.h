@@ -17,6 +17,7 @@
 
 #include "channel.h"
 #include "endpoint.h"
+#include "histo.h"
 #include "plan.h"
 
 #include <stdatomic.h>
@@ -46,6 +47,12 @@ typedef struct sl_inst_rt_s {
   /* Operators: the Lua side's counts, published by the worker (relaxed
    * stores after its pumps) for the admin server to read on any thread. */
   _Atomic uint64_t pub_in, pub_out, pub_errors, pub_dead;
+  /* Operators and sinks, written by the owning thread per batch taken from
+   * a channel, read by the admin server: latency = from the batch's
+   * creation by its producer to the end of its processing here, once per
+   * record; busy_ns = time spent processing such batches. */
+  sl_histo_t latency;
+  _Atomic uint64_t busy_ns;
 } sl_inst_rt_t;
 
 typedef struct sl_core_s {

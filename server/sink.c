@@ -94,11 +94,15 @@ static void handle(sl_sink_t *k, int in_index, sl_batch_t *b) {
       barrier_complete(k, b->id);
   } else if (b->kind == SL_BATCH_DATA) {
     k->records_in += b->nrec;
+    uint64_t t0 = uv_hrtime();
     if (k->vt->write(k, b->data, b->len)) {
       k->errors++;
       sl_log(SL_LOG_ERROR, "sink", "'%s': malformed batch dropped",
              k->cfg->name);
     }
+    uint64_t t1 = uv_hrtime();
+    sl_histo_observe(&rt->latency, t1 - b->t_ns, b->nrec);
+    sl_counter_add(&rt->busy_ns, t1 - t0);
   } else {
     if (sl_align_end(kc->c, kc->gid, in_index))
       barrier_complete(k, rt->align.id);

@@ -335,7 +335,11 @@ static void handle_batch(sl_worker_t *w, int gid, int in_index, sl_batch_t *b) {
     lua_pushlightuserdata(w->L, b->data);
     lua_pushinteger(w->L, (lua_Integer)b->len);
     lua_pushinteger(w->L, b->nrec);
+    uint64_t t0 = uv_hrtime();
     arm_timer(w, call_lua(w, w->fn_batch, 4));
+    uint64_t t1 = uv_hrtime();
+    sl_histo_observe(&rt->latency, t1 - b->t_ns, b->nrec);
+    sl_counter_add(&rt->busy_ns, t1 - t0);
   }
   sl_batch_destroy(b);
 }

@@ -1,0 +1,195 @@
+/* metrics.c - GET /metrics: the Prometheus text exposition (format 0.0.4)
+ * of what the pipeline has done (see metrics.h; the list is in
+ * docs/operations.md).
+ *
+ * I/O thread. Reads what the I/O thread owns directly (sources, sinks, the
+ * checkpoint coordinator, reload counts) and what workers own through the
+ * relaxed atomics they publish (operator counts, Lua memory, latency
+ * histograms). Every sample carries the pipeline's name as a label.
+ */
+#include "metrics.h"
+
+#include "checkpoint.h"
+#include "histo.h"
+#include "luaapi.h"
+#include "status.h"
+#include "worker.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+static void metric_head(sl_text_t *s, const char *name, const char *type,
+                        const char *help) {
+  sl_text_printf(s, "# HELP sluice_%s %s\n# TYPE sluice_%s %s\n", name, help,
+                 name, type);
+}
+
+/* name{pipeline="p",node_label="node"[,instance="i"]} value */
+static void sample(sl_text_t *s, const sl_core_t *c, const char *name,
+                   const char *label, const char *node, int inst,
+                   double value) {
+  sl_text_printf(s, "sluice_%s{pipeline=\"", name);
+  sl_text_label(s, c->plan->name);
+  SL_TEXT_LIT(s, "\"");
+  if (label) {
+    sl_text_printf(s, ",%s=\"", label);
+    sl_text_label(s, node);
+    SL_TEXT_LIT(s, "\"");
+  }
+  if (inst >= 0)
+    sl_text_printf(s, ",instance=\"%d\"", inst);
+  if (value == (double)(int64_t)value && value < 1e15 && value > -1e15)
+    sl_text_printf(s, "} %" PRId64 "\n", (int64_t)value);
+  else
+    sl_text_printf(s, "} %.9g\n", value);
+}
+
+static uint64_t relaxed(_Atomic uint64_t *v) {
+  return atomic_load_explicit(v, memory_order_relaxed);
+}
+
+/* One metric over every instance of the nodes of one type. */
+typedef double (*inst_value_fn)(sl_core_t *c, int gid);
+
+static void per_instance(sl_text_t *s, sl_core_t *c, int type, const char *name,
+                         const char *mtype, const char *help,
+                         inst_value_fn fn) {
+  const sl_plan_t *p = c->plan;
+  metric_head(s, name, mtype, help);
+  for (int n = 0; n < p->n_nodes; n++) {
+    const sl_plan_node_t *node = &p->nodes[n];
+    if (node->type != type)
+      continue;
+    for (int i = 0; i < node->parallelism; i++) {
+      double v = fn(c, node->first_gid + i);
+      if (v >= 0)
+        sample(s, c, name, sl_status_type_name(type), node->cfg.name,
+               type == SL_NODE_OPERATOR ? i : -1, v);
+    }
+  }
+}
+
+static double src_out(sl_core_t *c, int g) {
+  return c->insts[g].source ? (double)c->insts[g].source->records_out : 0;
+}
+static double src_errors(sl_core_t *c, int g) {
+  return c->insts[g].source ? (double)c->insts[g].source->errors : 0;
+}
+static double src_offset(sl_core_t *c, int g) {
+  sl_source_t *s = c->insts[g].source;
+  if (!s || !s->vt->offset)
+    return -1;
+  int64_t off = s->vt->offset(s);
+  return off < 0 ? -1 : (double)off;
+}
+static double sink_in(sl_core_t *c, int g) {
+  return c->insts[g].sink ? (double)c->insts[g].sink->records_in : 0;
+}
+static double sink_errors(sl_core_t *c, int g) {
+  return c->insts[g].sink ? (double)c->insts[g].sink->errors : 0;
+}
+static double op_in(sl_core_t *c, int g) {
+  return (double)relaxed(&c->insts[g].pub_in);
+}
+static double op_out(sl_core_t *c, int g) {
+  return (double)relaxed(&c->insts[g].pub_out);
+}
+static double op_errors(sl_core_t *c, int g) {
+  return (double)relaxed(&c->insts[g].pub_errors);
+}
+static double op_dead(sl_core_t *c, int g) {
+  return (double)relaxed(&c->insts[g].pub_dead);
+}
+static double op_queue(sl_core_t *c, int g) {
+  const sl_plan_inst_t *pi = &c->plan->insts[g];
+  size_t n = 0;
+  for (int i = 0; i < pi->n_in_ch; i++)
+    n += sl_ring_count(c->chans[pi->in_ch[i]].ring);
+  return (double)n;
+}
+static double op_queue_cap(sl_core_t *c, int g) {
+  const sl_plan_inst_t *pi = &c->plan->insts[g];
+  size_t n = 0;
+  for (int i = 0; i < pi->n_in_ch; i++)
+    n += sl_ring_capacity(c->chans[pi->in_ch[i]].ring);
+  return (double)n;
+}
+
+void sl_metrics_render(sl_core_t *c, sl_text_t *out) {
+  const sl_plan_t *p = c->plan;
+  sl_text_t s = *out;
+  metric_head(&s, "up", "gauge",
+              "1 while the pipeline runs (GET /health is 200)");
+  sample(&s, c, "up", NULL, NULL, -1, sl_status_running(c));
+  metric_head(&s, "uptime_seconds", "gauge", "Seconds since this run started");
+  sample(&s, c, "uptime_seconds", NULL, NULL, -1,
+         c->started_ms > 0 ? (sl_now_ms() - c->started_ms) / 1000.0 : 0);
+  per_instance(&s, c, SL_NODE_SOURCE, "source_records_out_total", "counter",
+               "Records a source emitted", src_out);
+  per_instance(&s, c, SL_NODE_SOURCE, "source_errors_total", "counter",
+               "Records or reads a source rejected", src_errors);
+  per_instance(
+      &s, c, SL_NODE_SOURCE, "source_offset", "gauge",
+      "A replayable source's position (file: bytes; generator: records)",
+      src_offset);
+  per_instance(&s, c, SL_NODE_SINK, "sink_records_in_total", "counter",
+               "Records a sink received", sink_in);
+  per_instance(&s, c, SL_NODE_SINK, "sink_errors_total", "counter",
+               "Records a sink could not write", sink_errors);
+  per_instance(&s, c, SL_NODE_OPERATOR, "operator_records_in_total", "counter",
+               "Records an operator instance processed (published by its "
+               "worker every 100 ms while busy)",
+               op_in);
+  per_instance(&s, c, SL_NODE_OPERATOR, "operator_records_out_total", "counter",
+               "Records an operator instance emitted", op_out);
+  per_instance(&s, c, SL_NODE_OPERATOR, "operator_errors_total", "counter",
+               "Errors raised by an operator instance's process", op_errors);
+  per_instance(
+      &s, c, SL_NODE_OPERATOR, "operator_dead_letters_total", "counter",
+      "Records an operator instance sent to its dead-letter sink", op_dead);
+  per_instance(&s, c, SL_NODE_OPERATOR, "operator_queue_batches", "gauge",
+               "Batches waiting in an operator instance's input rings",
+               op_queue);
+  per_instance(&s, c, SL_NODE_OPERATOR, "operator_queue_capacity_batches",
+               "gauge", "Capacity of an operator instance's input rings",
+               op_queue_cap);
+  metric_head(&s, "worker_lua_memory_bytes", "gauge",
+              "Memory of a worker's Lua state (published with the counts)");
+  for (int t = 1; c->workers && t <= p->workers; t++)
+    if (c->workers[t]) {
+      char w[16];
+      snprintf(w, sizeof w, "%d", t);
+      sample(&s, c, "worker_lua_memory_bytes", "worker", w, -1,
+             (double)sl_worker_lua_bytes(c->workers[t]));
+    }
+  sl_checkpoint_stats_t ck;
+  sl_checkpoint_stats(c, &ck);
+  metric_head(&s, "checkpoints_completed_total", "counter",
+              "Checkpoints stored (including the final one)");
+  sample(&s, c, "checkpoints_completed_total", NULL, NULL, -1,
+         (double)ck.completed);
+  metric_head(&s, "checkpoints_failed_total", "counter",
+              "Checkpoints abandoned or that could not be stored");
+  sample(&s, c, "checkpoints_failed_total", NULL, NULL, -1, (double)ck.failed);
+  metric_head(&s, "checkpoint_last_id", "gauge",
+              "Id of the last completed checkpoint");
+  sample(&s, c, "checkpoint_last_id", NULL, NULL, -1, (double)ck.last_id);
+  metric_head(&s, "checkpoint_last_duration_seconds", "gauge",
+              "From barrier injection to stored, of the last checkpoint");
+  sample(&s, c, "checkpoint_last_duration_seconds", NULL, NULL, -1,
+         ck.last_duration_ms / 1000.0);
+  metric_head(&s, "checkpoint_last_size_bytes", "gauge",
+              "Size of the last checkpoint's image");
+  sample(&s, c, "checkpoint_last_size_bytes", NULL, NULL, -1,
+         (double)ck.last_bytes);
+  metric_head(&s, "checkpoint_last_timestamp_seconds", "gauge",
+              "When the last checkpoint completed (Unix time)");
+  sample(&s, c, "checkpoint_last_timestamp_seconds", NULL, NULL, -1,
+         ck.last_time_ms / 1000.0);
+  metric_head(&s, "reloads_total", "counter", "Script hot reloads by result");
+  sample(&s, c, "reloads_total", "result", "ok", -1, (double)c->reloads_ok);
+  sample(&s, c, "reloads_total", "result", "failed", -1,
+         (double)c->reloads_failed);
+  *out = s;
+}
