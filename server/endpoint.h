@@ -82,6 +82,12 @@ typedef struct sl_source_vt_s {
    * barrier id was injected). NULL when not needed. */
   void (*committed)(sl_source_t *s, uint64_t id, const uint8_t *pos,
                     size_t len);
+  /* What is available but not read yet, in `lag_unit` ("bytes" for a file:
+   * its size past the offset; "records" for a bounded generator, or a
+   * Redis Stream's entries not yet delivered to the group); -1 when not
+   * known (now). NULL for sources without a notion of it (tcp, stdin). */
+  int64_t (*lag)(sl_source_t *s);
+  const char *lag_unit;
 } sl_source_vt_t;
 
 typedef struct sl_sink_vt_s {
@@ -144,7 +150,8 @@ struct sl_sink_s {
  * batch. 0 ok, -1 OOM (logged). A source should check s->paused after each
  * read callback, and stop reading while it is set. */
 int sl_source_emit(sl_source_t *s, const char *line, size_t n, double time_ms);
-int sl_source_emit_fields(sl_source_t *s, const char *const *kv, const size_t *lens, size_t npairs, double time_ms);
+int sl_source_emit_fields(sl_source_t *s, const char *const *kv,
+                          const size_t *lens, size_t npairs, double time_ms);
 /* Pushes the pending batch now (call at the end of every read callback). */
 void sl_source_flush(sl_source_t *s);
 /* No more records (closing = 1: input ended; 0: stopped). Flushes. */

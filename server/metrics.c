@@ -25,10 +25,9 @@ static void metric_head(sl_text_t *s, const char *name, const char *type,
                  name, type);
 }
 
-/* name{pipeline="p",node_label="node"[,instance="i"]} value */
-static void sample(sl_text_t *s, const sl_core_t *c, const char *name,
-                   const char *label, const char *node, int inst,
-                   double value) {
+/* sluice_NAME{pipeline="p"[,LABEL="node"][,instance="i"] (left open) */
+static void series(sl_text_t *s, const sl_core_t *c, const char *name,
+                   const char *label, const char *node, int inst) {
   sl_text_printf(s, "sluice_%s{pipeline=\"", name);
   sl_text_label(s, c->plan->name);
   SL_TEXT_LIT(s, "\"");
@@ -39,10 +38,44 @@ static void sample(sl_text_t *s, const sl_core_t *c, const char *name,
   }
   if (inst >= 0)
     sl_text_printf(s, ",instance=\"%d\"", inst);
+}
+
+/* "} VALUE\n": integers without a decimal point. */
+static void value_end(sl_text_t *s, double value) {
   if (value == (double)(int64_t)value && value < 1e15 && value > -1e15)
     sl_text_printf(s, "} %" PRId64 "\n", (int64_t)value);
   else
     sl_text_printf(s, "} %.9g\n", value);
+}
+
+/* name{pipeline="p",node_label="node"[,instance="i"]} value */
+static void sample(sl_text_t *s, const sl_core_t *c, const char *name,
+                   const char *label, const char *node, int inst,
+                   double value) {
+  series(s, c, name, label, node, inst);
+  value_end(s, value);
+}
+
+/* The _bucket (cumulative, le), _sum and _count lines of one histogram. */
+static void histo_samples(sl_text_t *s, const sl_core_t *c, const char *name,
+                          const char *label, const char *node, int inst,
+                          const sl_histo_t *h) {
+  sl_histo_snap_t hs;
+  sl_histo_read(h, &hs);
+  char full[96];
+  snprintf(full, sizeof full, "%s_bucket", name);
+  for (int b = 0; b <= SL_HISTO_BUCKETS; b++) {
+    series(s, c, full, label, node, inst);
+    if (b < SL_HISTO_BUCKETS)
+      sl_text_printf(s, ",le=\"%.6g\"", (double)sl_histo_bound_ns(b) / 1e9);
+    else
+      SL_TEXT_LIT(s, ",le=\"+Inf\"");
+    value_end(s, (double)(b < SL_HISTO_BUCKETS ? hs.cum[b] : hs.count));
+  }
+  snprintf(full, sizeof full, "%s_sum", name);
+  sample(s, c, full, label, node, inst, hs.sum_s);
+  snprintf(full, sizeof full, "%s_count", name);
+  sample(s, c, full, label, node, inst, (double)hs.count);
 }
 
 static uint64_t relaxed(_Atomic uint64_t *v) {
@@ -70,6 +103,25 @@ static void per_instance(sl_text_t *s, sl_core_t *c, int type, const char *name,
   }
 }
 
+/* The latency histogram of every instance of the nodes of one type. */
+static void per_instance_latency(sl_text_t *s, sl_core_t *c, int type,
+                                 const char *name, const char *help) {
+  const sl_plan_t *p = c->plan;
+  metric_head(s, name, "histogram", help);
+  for (int n = 0; n < p->n_nodes; n++) {
+    const sl_plan_node_t *node = &p->nodes[n];
+    if (node->type != type)
+      continue;
+    for (int i = 0; i < node->parallelism; i++)
+      histo_samples(s, c, name, sl_status_type_name(type), node->cfg.name,
+                    type == SL_NODE_OPERATOR ? i : -1,
+                    &c->insts[node->first_gid + i].latency);
+  }
+}
+
+static double busy_s(sl_core_t *c, int g) {
+  return (double)relaxed(&c->insts[g].busy_ns) / 1e9;
+}
 static double src_out(sl_core_t *c, int g) {
   return c->insts[g].source ? (double)c->insts[g].source->records_out : 0;
 }
@@ -82,6 +134,22 @@ static double src_offset(sl_core_t *c, int g) {
     return -1;
   int64_t off = s->vt->offset(s);
   return off < 0 ? -1 : (double)off;
+}
+/* A source's lag in `unit` (one metric per unit), or -1 to leave it out. */
+static double src_lag_in(sl_core_t *c, int g, const char *unit) {
+  sl_source_t *s = c->insts[g].source;
+  if (!s || !s->vt->lag || strcmp(s->vt->lag_unit, unit))
+    return -1;
+  if (s->ended && !s->vt->position)
+    return 0;
+  int64_t lag = s->vt->lag(s);
+  return lag < 0 ? -1 : (double)lag;
+}
+static double src_lag_bytes(sl_core_t *c, int g) {
+  return src_lag_in(c, g, "bytes");
+}
+static double src_lag_records(sl_core_t *c, int g) {
+  return src_lag_in(c, g, "records");
 }
 static double sink_in(sl_core_t *c, int g) {
   return c->insts[g].sink ? (double)c->insts[g].sink->records_in : 0;
@@ -133,6 +201,15 @@ void sl_metrics_render(sl_core_t *c, sl_text_t *out) {
       &s, c, SL_NODE_SOURCE, "source_offset", "gauge",
       "A replayable source's position (file: bytes; generator: records)",
       src_offset);
+  per_instance(&s, c, SL_NODE_SOURCE, "source_lag_bytes", "gauge",
+               "Bytes available to a source but not read yet (file: its size "
+               "past the offset)",
+               src_lag_bytes);
+  per_instance(&s, c, SL_NODE_SOURCE, "source_lag_records", "gauge",
+               "Records available to a source but not read yet (a bounded "
+               "generator's rest; a Redis Stream's entries not yet delivered "
+               "to the group, XINFO GROUPS lag, refreshed every second)",
+               src_lag_records);
   per_instance(&s, c, SL_NODE_SINK, "sink_records_in_total", "counter",
                "Records a sink received", sink_in);
   per_instance(&s, c, SL_NODE_SINK, "sink_errors_total", "counter",
@@ -154,6 +231,21 @@ void sl_metrics_render(sl_core_t *c, sl_text_t *out) {
   per_instance(&s, c, SL_NODE_OPERATOR, "operator_queue_capacity_batches",
                "gauge", "Capacity of an operator instance's input rings",
                op_queue_cap);
+  per_instance_latency(
+      &s, c, SL_NODE_OPERATOR, "operator_latency_seconds",
+      "Per record taken from a channel: from its batch's creation by the "
+      "producer to the end of its processing by this instance (queueing + "
+      "processing, including operators it calls directly on its worker)");
+  per_instance(&s, c, SL_NODE_OPERATOR, "operator_busy_seconds_total",
+               "counter",
+               "Time an operator instance spent processing batches taken from "
+               "its channels",
+               busy_s);
+  per_instance_latency(&s, c, SL_NODE_SINK, "sink_latency_seconds",
+                       "Per record: from its batch's creation by the producer "
+                       "to its hand-over to the sink's writer");
+  per_instance(&s, c, SL_NODE_SINK, "sink_busy_seconds_total", "counter",
+               "Time a sink spent in its writer", busy_s);
   metric_head(&s, "worker_lua_memory_bytes", "gauge",
               "Memory of a worker's Lua state (published with the counts)");
   for (int t = 1; c->workers && t <= p->workers; t++)

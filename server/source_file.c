@@ -215,6 +215,19 @@ int64_t sl_fsrc_offset(const sl_fsrc_t *f) {
   return sl_fsrc_next_offset(f->offset, sl_lines_pending(&f->lines));
 }
 
+int64_t sl_fsrc_lag(const sl_fsrc_t *f) {
+  if (f->offset < 0)
+    return -1;
+  uv_fs_t req;
+  int rc = uv_fs_fstat(NULL, &req, f->fd, NULL);
+  int64_t size = (int64_t)req.statbuf.st_size;
+  uv_fs_req_cleanup(&req);
+  if (rc < 0)
+    return -1;
+  int64_t off = sl_fsrc_offset(f);
+  return size > off ? size - off : 0;
+}
+
 void sl_fsrc_stop(sl_fsrc_t *f) {
   f->stopped = 1;
   f->waiting = 0;
@@ -362,6 +375,13 @@ static void file_close(sl_source_t *s, sl_source_cb done) {
     done(s);
 }
 
+static int64_t file_lag(sl_source_t *s) {
+  file_src_t *fs = s->impl;
+  if (!fs || !fs->f)
+    return s->ended ? 0 : -1;
+  return sl_fsrc_lag(fs->f);
+}
+
 static int64_t file_offset(sl_source_t *s) {
   file_src_t *fs = s->impl;
   if (!fs)
@@ -391,4 +411,6 @@ const sl_source_vt_t sl_source_file_vt = {
     .close = file_close,
     .offset = file_offset,
     .seek = file_seek,
+    .lag = file_lag,
+    .lag_unit = "bytes",
 };

@@ -23,6 +23,8 @@ void sl_fsrc_resume(sl_fsrc_t *f);
 /* Byte offset of the first byte of the next line not yet handed to
  * sl_source_emit; -1 for a reader started at offset -1 (stdin). */
 int64_t sl_fsrc_offset(const sl_fsrc_t *f);
+/* Bytes of the file past that offset now (fstat); -1 when not known. */
+int64_t sl_fsrc_lag(const sl_fsrc_t *f);
 /* The arithmetic of sl_fsrc_offset: the position of the next read minus the
  * bytes of the unfinished line held by the splitter. */
 int64_t sl_fsrc_next_offset(int64_t read_pos, uint64_t pending);

@@ -161,6 +161,16 @@ static int64_t gen_offset(sl_source_t *s) {
   return g ? (int64_t)g->next : 1;
 }
 
+/* A bounded generator's records still to come; unbounded: not known. */
+static int64_t gen_lag(sl_source_t *s) {
+  gen_t *g = s->impl;
+  int64_t count = s->cfg->count;
+  if (count < 0)
+    return -1;
+  int64_t done = g ? (int64_t)g->next - 1 : 0;
+  return done >= count ? 0 : count - done;
+}
+
 static int gen_seek(sl_source_t *s, int64_t offset) {
   gen_t *g = gen_impl(s);
   if (!g)
@@ -232,4 +242,6 @@ const sl_source_vt_t sl_source_generator_vt = {
     .close = gen_close,
     .offset = gen_offset,
     .seek = gen_seek,
+    .lag = gen_lag,
+    .lag_unit = "records",
 };

@@ -116,6 +116,9 @@ typedef struct rs_s {
   int started;
   int in_connect_cb; /* hiredis must not free the context under it */
   uint64_t acked;    /* entries acknowledged (for logs and tests) */
+  int64_t lag;       /* the group's lag (XINFO GROUPS); -1 not known */
+  double lag_asked_ms;
+  int lag_asking; /* an XINFO GROUPS is in flight */
   sl_source_cb done;
 } rs_t;
 
@@ -204,6 +207,7 @@ static void rs_drop(rs_t *r) {
   r->ac = NULL;
   r->reading = 0;
   r->acking = 0;
+  r->lag_asking = 0;
   if (ac)
     redisAsyncFree(ac); /* stale callbacks see ac != r->ac */
 }
@@ -551,11 +555,66 @@ static void rs_on_read(redisAsyncContext *ac, void *reply, void *priv) {
     rs_read(r);
 }
 
+/* ---- lag ---- */
+
+/* XINFO GROUPS reply: one map (a flat array in RESP2) per group; the
+ * group's "lag" is an integer, or nil when Redis cannot tell (entries were
+ * deleted from the stream's middle). */
+static void rs_on_xinfo(redisAsyncContext *ac, void *reply, void *priv) {
+  redisReply *rep = reply;
+  rs_t *r = rs_of(ac, priv);
+  if (!r)
+    return;
+  r->lag_asking = 0;
+  if (!rep || rep->type != REDIS_REPLY_ARRAY)
+    return; /* an older Redis, or no stream: lag stays as it was */
+  for (size_t g = 0; g < rep->elements; g++) {
+    redisReply *m = rep->element[g];
+    if (m->type != REDIS_REPLY_ARRAY)
+      continue;
+    const redisReply *name = NULL, *lag = NULL;
+    for (size_t i = 0; i + 1 < m->elements; i += 2) {
+      const redisReply *k = m->element[i];
+      if (k->type != REDIS_REPLY_STRING && k->type != REDIS_REPLY_STATUS)
+        continue;
+      if (!strcmp(k->str, "name"))
+        name = m->element[i + 1];
+      else if (!strcmp(k->str, "lag"))
+        lag = m->element[i + 1];
+    }
+    if (name && name->type == REDIS_REPLY_STRING &&
+        !strcmp(name->str, r->group))
+      r->lag = lag && lag->type == REDIS_REPLY_INTEGER ? lag->integer : -1;
+  }
+}
+
+/* At most once a second, ahead of a read (a blocking XREADGROUP would hold
+ * it back otherwise). */
+static void rs_ask_lag(rs_t *r) {
+  double now = sl_now_ms();
+  if (r->lag_asking || now - r->lag_asked_ms < 1000)
+    return;
+  const char *argv[] = {"XINFO", "GROUPS", r->stream};
+  r->lag_asked_ms = now;
+  if (rs_cmd(r, rs_on_xinfo, 3, argv, NULL) == 0)
+    r->lag_asking = 1;
+}
+
+static int64_t rs_lag(sl_source_t *s) {
+  rs_t *r = s->impl;
+  return r && r->state == RS_READY ? r->lag : -1;
+}
+
+/* ---- reading ---- */
+
 /* Sends the next XREADGROUP, unless one is in flight or the source is
  * paused, stopped or not connected. */
 static void rs_read(rs_t *r) {
   sl_source_t *s = r->s;
   if (r->state != RS_READY || r->reading || s->paused || s->ended)
+    return;
+  rs_ask_lag(r);
+  if (r->state != RS_READY)
     return;
   char from[48];
   const char *argv[12];
@@ -737,6 +796,7 @@ static rs_t *rs_impl(sl_source_t *s) {
       return NULL;
     }
     r->s = s;
+    r->lag = -1;
     s->impl = r;
   }
   return s->impl;
@@ -889,4 +949,6 @@ const sl_source_vt_t sl_source_redis_vt = {
     .position = rs_position,
     .seek_position = rs_seek_position,
     .committed = rs_committed,
+    .lag = rs_lag,
+    .lag_unit = "records",
 };
