@@ -70,9 +70,13 @@ void sl_confwatch_check(sl_core_t *c, int force) {
            "the changed conf is not valid; the running pipeline carries on:");
     log_errors(errors);
     free(errors);
+    if (c->conf_reloads)
+      c->conf_reloads->failed++;
     return;
   }
   free(errors);
+  if (c->conf_reloads)
+    c->conf_reloads->ok++;
   c->next_plan = plan;
   atomic_store(&c->savepoint, 1);
   sl_core_restart(c, "conf changed: taking a savepoint, then restarting");

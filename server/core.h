@@ -84,9 +84,16 @@ typedef struct sl_core_s {
   int workers_override;     /* --workers, for a reloaded conf */
   struct sl_watch_s *watch; /* watch.c: script hot reload */
   uint64_t reloads_ok, reloads_failed; /* script reloads (I/O thread) */
+  /* conf reloads: counted by confwatch.c, kept by sl_run across runs */
+  struct sl_conf_reloads_s *conf_reloads;
   struct sl_admin_s *admin;            /* admin.c: the HTTP server, or NULL */
   double started_ms;                   /* when this run started serving */
 } sl_core_t;
+
+typedef struct sl_conf_reloads_s {
+  uint64_t ok;     /* valid changes: the pipeline restarted with them */
+  uint64_t failed; /* invalid changes: logged, the pipeline carried on */
+} sl_conf_reloads_t;
 
 /* I/O thread: stop the sources and drain, to restart with c->next_plan. */
 void sl_core_restart(sl_core_t *c, const char *why);

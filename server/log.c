@@ -8,6 +8,9 @@
  * Messages are truncated to fit SL_LOG_LINE_MAX bytes; CR and LF inside a
  * message become spaces so that one event is one line. With --log-format
  * json each line is one JSON object: time, level, component, msg.
+ *
+ * Also owns the ring of the last SL_LOG_RECENT WARN/ERROR events and their
+ * counts (GET /status, /metrics), guarded by sl_recent_mu.
  */
 #ifndef _GNU_SOURCE
 #define _POSIX_C_SOURCE 200809L /* clock_gettime, gmtime_r */
@@ -165,18 +168,63 @@ static void sl_log_write_raw(const char *p, size_t n) {
   }
 }
 
-void sl_log(int level, const char *component, const char *fmt, ...) {
-  if (level < sl_log_threshold)
-    return;
-  if (sl_log_json) {
-    char msg[SL_LOG_LINE_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    sl_log_json_line(level, component, msg);
-    return;
-  }
+/* ---- the recent WARN and ERROR events (sl_recent_mu) ---- */
+
+static pthread_mutex_t sl_recent_mu = PTHREAD_MUTEX_INITIALIZER;
+static sl_log_entry_t sl_recent[SL_LOG_RECENT];
+static unsigned long long sl_recent_n;  /* events remembered so far */
+static unsigned long long sl_counts[2]; /* WARN, ERROR */
+
+/* Copies s into dst[cap], truncated, NUL-terminated. */
+static void sl_log_copy(char *dst, size_t cap, const char *s) {
+  size_t n = strlen(s);
+  if (n >= cap)
+    n = cap - 1;
+  memcpy(dst, s, n);
+  dst[n] = 0;
+}
+
+static void sl_log_remember(int level, const char *component, const char *msg) {
+  pthread_mutex_lock(&sl_recent_mu);
+  sl_log_entry_t *e = &sl_recent[sl_recent_n++ % SL_LOG_RECENT];
+  e->time_ms = sl_now_ms();
+  e->level = level;
+  sl_log_copy(e->component, sizeof e->component, component ? component : "-");
+  sl_log_copy(e->msg, sizeof e->msg, msg);
+  sl_counts[level >= SL_LOG_ERROR]++;
+  pthread_mutex_unlock(&sl_recent_mu);
+}
+
+int sl_log_recent(sl_log_entry_t *out, int max) {
+  pthread_mutex_lock(&sl_recent_mu);
+  unsigned long long n =
+      sl_recent_n < SL_LOG_RECENT ? sl_recent_n : SL_LOG_RECENT;
+  if (max < 0)
+    max = 0;
+  if (n > (unsigned long long)max)
+    n = (unsigned long long)max;
+  for (unsigned long long i = 0; i < n; i++)
+    out[i] = sl_recent[(sl_recent_n - n + i) % SL_LOG_RECENT];
+  pthread_mutex_unlock(&sl_recent_mu);
+  return (int)n;
+}
+
+unsigned long long sl_log_count(int level) {
+  if (level < SL_LOG_WARN)
+    return 0;
+  pthread_mutex_lock(&sl_recent_mu);
+  unsigned long long n = sl_counts[level >= SL_LOG_ERROR];
+  pthread_mutex_unlock(&sl_recent_mu);
+  return n;
+}
+
+const char *sl_log_level_name(int level) {
+  return sl_log_names[sl_log_clamp(level)];
+}
+
+/* "TIME LEVEL component: message\n", CR and LF in the message as spaces. */
+static void sl_log_text_line(int level, const char *component,
+                             const char *msg) {
   char line[SL_LOG_LINE_MAX];
   size_t cap = sizeof(line) - 1; /* room for the newline */
   int n = sl_log_timestamp(line, cap);
@@ -186,10 +234,7 @@ void sl_log(int level, const char *component, const char *fmt, ...) {
   if ((size_t)n >= cap)
     n = (int)cap - 1;
   size_t start = (size_t)n;
-  va_list ap;
-  va_start(ap, fmt);
-  int m = vsnprintf(line + n, cap - (size_t)n, fmt, ap);
-  va_end(ap);
+  int m = snprintf(line + n, cap - (size_t)n, "%s", msg);
   size_t len = m < 0 ? start : start + (size_t)m;
   if (len >= cap)
     len = cap - 1;
@@ -198,4 +243,22 @@ void sl_log(int level, const char *component, const char *fmt, ...) {
       line[i] = ' ';
   line[len++] = '\n';
   sl_log_write(line, len);
+}
+
+void sl_log(int level, const char *component, const char *fmt, ...) {
+  if (level < sl_log_threshold && level < SL_LOG_WARN)
+    return;
+  char msg[SL_LOG_LINE_MAX];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (level >= SL_LOG_WARN)
+    sl_log_remember(level, component, msg);
+  if (level < sl_log_threshold)
+    return;
+  if (sl_log_json)
+    sl_log_json_line(level, component, msg);
+  else
+    sl_log_text_line(level, component, msg);
 }

@@ -11,6 +11,7 @@
 
 #include "checkpoint.h"
 #include "histo.h"
+#include "log.h"
 #include "luaapi.h"
 #include "status.h"
 #include "worker.h"
@@ -283,5 +284,21 @@ void sl_metrics_render(sl_core_t *c, sl_text_t *out) {
   sample(&s, c, "reloads_total", "result", "ok", -1, (double)c->reloads_ok);
   sample(&s, c, "reloads_total", "result", "failed", -1,
          (double)c->reloads_failed);
+  const sl_conf_reloads_t *cr = c->conf_reloads;
+  metric_head(&s, "conf_reloads_total", "counter",
+              "Conf changes by result: ok = valid, the pipeline restarted "
+              "from a savepoint; failed = invalid, it carried on (counted "
+              "across those restarts)");
+  sample(&s, c, "conf_reloads_total", "result", "ok", -1,
+         cr ? (double)cr->ok : 0);
+  sample(&s, c, "conf_reloads_total", "result", "failed", -1,
+         cr ? (double)cr->failed : 0);
+  metric_head(&s, "log_events_total", "counter",
+              "WARN and ERROR log events of the process (GET /status lists "
+              "the last 16)");
+  sample(&s, c, "log_events_total", "level", "warn", -1,
+         (double)sl_log_count(SL_LOG_WARN));
+  sample(&s, c, "log_events_total", "level", "error", -1,
+         (double)sl_log_count(SL_LOG_ERROR));
   *out = s;
 }

@@ -338,10 +338,11 @@ static void destroy(sl_core_t *c) {
 /* Runs one plan; *next gets the plan of a valid changed conf to run next
  * (from the savepoint this run took), or NULL. */
 static int run_plan(sl_plan_t *plan, const char *restore, int workers,
-                    sl_plan_t **next) {
+                    sl_conf_reloads_t *reloads, sl_plan_t **next) {
   sl_core_t c;
   memset(&c, 0, sizeof c);
   c.plan = plan;
+  c.conf_reloads = reloads;
   c.workers_override = workers;
   atomic_init(&c.savepoint, 0);
   atomic_init(&c.live, 0);
@@ -414,10 +415,11 @@ int sl_run(const sl_options_t *o) {
   if (code)
     return code;
   const char *restore = o->restore;
+  sl_conf_reloads_t reloads = {0, 0};
   while (plan) {
     sl_plan_t *next = NULL;
     log_lines(plan->describe);
-    code = run_plan(plan, restore, o->workers, &next);
+    code = run_plan(plan, restore, o->workers, &reloads, &next);
     sl_plan_destroy(plan);
     plan = next;
     restore = "latest"; /* a reloaded conf starts from the savepoint */

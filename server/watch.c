@@ -17,6 +17,7 @@
 #include "checkpoint.h"
 #include "confwatch.h"
 #include "log.h"
+#include "luaapi.h"
 #include "sluice.h"
 #include "worker.h"
 
@@ -41,6 +42,10 @@ typedef struct sl_script_s {
   uint64_t hash;  /* of the content last seen (loaded or reloaded) */
   int have_hash;
   int version; /* 1 + the reloads committed */
+  uint64_t run_hash; /* of the version committed last (0: not read) */
+  double since_ms;   /* when it was committed (or loaded) */
+  char *error;       /* why the last failed reload failed, or NULL */
+  double error_ms;
   int want;    /* 0, 1 = check for a change, 2 = reload even if unchanged */
   uv_timer_t debounce;
   uv_fs_poll_t poll;
@@ -203,6 +208,8 @@ static void finish(sl_watch_t *wt) {
   if (!wt->err) {
     post_all(wt, s, SL_WMSG_COMMIT, NULL, 0, &posted);
     s->version++;
+    s->run_hash = s->hash;
+    s->since_ms = sl_now_ms();
     c->reloads_ok++;
     sl_log(SL_LOG_INFO, "reload", "%s: version %d is swapped in %s", s->display,
            s->version,
@@ -213,6 +220,9 @@ static void finish(sl_watch_t *wt) {
   } else {
     post_all(wt, s, SL_WMSG_ABORT, NULL, 0, &posted);
     c->reloads_failed++;
+    free(s->error);
+    s->error = strdup(wt->err);
+    s->error_ms = sl_now_ms();
     sl_log(SL_LOG_ERROR, "reload",
            "reload of %s failed: %s; version %d keeps running", s->display,
            wt->err, s->version);
@@ -358,6 +368,7 @@ int sl_watch_create(sl_core_t *c) {
       wt->n++;
       s->wt = wt;
       s->version = 1;
+      s->since_ms = sl_now_ms();
       s->path = strdup(node->script);
       s->display = strdup(node->chunkname && node->chunkname[0] == '@'
                               ? node->chunkname + 1
@@ -383,7 +394,7 @@ int sl_watch_create(sl_core_t *c) {
       size_t len = 0;
       char *src = read_all(s->path, &len);
       if (src) {
-        s->hash = fnv1a(src, len);
+        s->hash = s->run_hash = fnv1a(src, len);
         s->have_hash = 1;
         free(src);
       }
@@ -446,6 +457,20 @@ static void close_handle(uv_handle_t *h) {
     uv_close(h, NULL);
 }
 
+int sl_watch_script(sl_core_t *c, int i, sl_watch_info_t *out) {
+  sl_watch_t *wt = c->watch;
+  if (!wt || i < 0 || i >= wt->n)
+    return -1;
+  const sl_script_t *s = &wt->scripts[i];
+  out->path = s->display;
+  out->version = s->version;
+  out->hash = s->run_hash;
+  out->since_ms = s->since_ms;
+  out->error = s->error;
+  out->error_ms = s->error_ms;
+  return 0;
+}
+
 void sl_watch_stop(sl_core_t *c) {
   sl_watch_t *wt = c->watch;
   if (!wt || !wt->handles)
@@ -474,6 +499,7 @@ void sl_watch_close(sl_core_t *c) {
     free(wt->scripts[i].path);
     free(wt->scripts[i].display);
     free(wt->scripts[i].hosts);
+    free(wt->scripts[i].error);
   }
   for (int d = 0; wt->dirs && d < wt->n_dirs; d++)
     free(wt->dirs[d].path);

@@ -33,6 +33,18 @@ void sl_watch_pump(sl_core_t *c);
 void sl_watch_reply(sl_core_t *c, uint64_t seq, int thread, const char *err);
 /* I/O thread: reload every script now (SIGHUP, later POST /reload). */
 void sl_watch_reload_all(sl_core_t *c, const char *why);
+/* What script i (0, 1, ...) runs, for GET /status. */
+typedef struct sl_watch_info_s {
+  const char *path; /* as errors name it */
+  int version;      /* 1 + the reloads committed (since the conf loaded) */
+  uint64_t hash;    /* FNV-1a of the committed version's source */
+  double since_ms;  /* when it was committed (Unix ms) */
+  const char *error; /* the last failed reload's error, or NULL */
+  double error_ms;
+} sl_watch_info_t;
+/* I/O thread: 0 and *out filled (strings owned by the watcher, valid until
+ * the next reload), or -1 past the last script. */
+int sl_watch_script(sl_core_t *c, int i, sl_watch_info_t *out);
 void sl_watch_stop(sl_core_t *c);  /* shutdown: close the handles */
 void sl_watch_close(sl_core_t *c); /* after the loop ended: free */
 
