@@ -46,6 +46,7 @@ typedef struct sl_conn_s {
   int answered;  /* a response is being written (or the conn is closing) */
   int closing;   /* handles closing; 2 when both are closed */
   uint64_t wait; /* state query in flight */
+  uint64_t ckpt; /* POST /checkpoint: waiting for this checkpoint */
   char *op, *key;
   int inst;
   uv_write_t wr;
@@ -181,6 +182,8 @@ static void respond_error(sl_conn_t *k, int status, const char *msg) {
 }
 
 /* ---- endpoints ---- */
+
+static void on_conn_timeout(uv_timer_t *t);
 static void get_health(sl_conn_t *k) {
   sl_core_t *c = k->admin->c;
   if (sl_status_running(c)) {
@@ -209,6 +212,32 @@ static void get_status(sl_conn_t *k) {
   respond_json(k, 200, &s);
 }
 
+/* Answers a POST /checkpoint once its checkpoint is decided: 200 with the
+ * id, duration and size; 500 with why it failed. 0 while undecided. */
+static int answer_checkpoint(sl_conn_t *k) {
+  sl_checkpoint_outcome_t o;
+  int state = sl_checkpoint_outcome(k->admin->c, k->ckpt, &o);
+  if (state == 0)
+    return 0;
+  sl_text_t s = {0};
+  sl_text_printf(&s, "{\"id\":%" PRIu64, k->ckpt);
+  if (state > 0) {
+    sl_text_printf(&s,
+                   ",\"status\":\"completed\",\"duration_ms\":%.0f"
+                   ",\"bytes\":%" PRIu64 "}",
+                   o.duration_ms, o.bytes);
+  } else {
+    SL_TEXT_LIT(&s, ",\"status\":\"failed\",\"error\":");
+    sl_text_jsonz(&s, o.why);
+    SL_TEXT_LIT(&s, "}");
+  }
+  k->ckpt = 0;
+  respond_json(k, state > 0 ? 200 : 500, &s);
+  return 1;
+}
+
+/* POST /checkpoint: starts one (or joins the one in progress) and answers
+ * when it is stored; ?wait=false answers 202 at once. */
 static void post_checkpoint(sl_conn_t *k) {
   sl_core_t *c = k->admin->c;
   if (!sl_checkpoint_periodic(c)) {
@@ -223,10 +252,22 @@ static void post_checkpoint(sl_conn_t *k) {
                   "or every source ended)");
     return;
   }
-  sl_text_t s = {0};
-  sl_text_printf(&s, "{\"id\":%" PRIu64 "}", id);
   sl_log(SL_LOG_INFO, "admin", "POST /checkpoint: checkpoint %" PRIu64, id);
-  respond_json(k, 202, &s);
+  const char *q = k->url.p ? strchr(k->url.p, '?') : NULL;
+  if (q && (strstr(q, "wait=false") || strstr(q, "wait=0"))) {
+    sl_text_t s = {0};
+    sl_text_printf(&s, "{\"id\":%" PRIu64 ",\"status\":\"started\"}", id);
+    respond_json(k, 202, &s);
+    return;
+  }
+  k->ckpt = id;
+  sl_checkpoint_stats_t ck;
+  sl_checkpoint_stats(c, &ck);
+  double limit = ck.timeout_ms + 5000;
+  uv_timer_start(
+      &k->timer, on_conn_timeout,
+      limit > SL_ADMIN_TIMEOUT_MS ? (uint64_t)limit : SL_ADMIN_TIMEOUT_MS, 0);
+  answer_checkpoint(k);
 }
 
 static void post_reload(sl_conn_t *k) {
@@ -550,6 +591,11 @@ void sl_admin_pump(sl_core_t *c) {
   sl_admin_t *a = c->admin;
   if (!a)
     return;
+  for (sl_conn_t *k = a->conns, *next; k; k = next) {
+    next = k->next; /* answering may close k */
+    if (k->ckpt && !k->answered)
+      answer_checkpoint(k);
+  }
   uv_mutex_lock(&a->mu);
   sl_areply_t *r = a->replies;
   a->replies = NULL;
@@ -638,8 +684,16 @@ void sl_admin_stop(sl_core_t *c) {
   sl_admin_t *a = c->admin;
   if (!a)
     return;
-  while (a->conns)
-    conn_close(a->conns);
+  /* a POST /checkpoint still waiting gets its answer (the final
+   * checkpoint may have decided it) or 503; answered connections close
+   * once their response is written */
+  for (sl_conn_t *k = a->conns, *next; k; k = next) {
+    next = k->next;
+    if (k->ckpt && !k->answered && !answer_checkpoint(k))
+      respond_error(k, 503, "the pipeline stopped before the checkpoint");
+    if (!k->answered)
+      conn_close(k);
+  }
   if (a->listening && !uv_is_closing((uv_handle_t *)&a->listener))
     uv_close((uv_handle_t *)&a->listener, NULL);
 }

@@ -51,7 +51,22 @@ typedef struct sl_coord_s {
   uint64_t completed, failed;
   uint64_t last_done_id, last_done_bytes; /* the last completed checkpoint */
   double last_done_ms, last_done_duration;
+  sl_checkpoint_outcome_t outcomes[SL_CKPT_OUTCOMES]; /* the last decided */
+  uint64_t n_outcomes;
 } sl_coord_t;
+
+/* Checkpoint id was decided: state 1 stored, -1 failed or abandoned. */
+static void decided(sl_coord_t *k, uint64_t id, int state, uint64_t bytes,
+                    const char *why) {
+  sl_checkpoint_outcome_t *o = &k->outcomes[k->n_outcomes++ % SL_CKPT_OUTCOMES];
+  memset(o, 0, sizeof *o);
+  o->id = id;
+  o->state = state;
+  o->bytes = bytes;
+  o->duration_ms = sl_now_ms() - k->started_ms;
+  snprintf(o->why, sizeof o->why, "%s", why ? why : "");
+  uv_async_send(&k->c->wake); /* the admin server may be waiting for it */
+}
 
 /* ---- acks ---- */
 
@@ -164,6 +179,7 @@ static void store_image(sl_coord_t *k, sl_ckpt_t *img, sl_ack_t **acks) {
   if (rc) {
     sl_log(SL_LOG_ERROR, "checkpoint", "%" PRIu64 ": out of memory", img->id);
     k->failed++;
+    decided(k, img->id, -1, 0, "out of memory");
     if (!acks)
       k->final_done = 1;
     return;
@@ -216,8 +232,10 @@ static void after_store(uv_work_t *w, int status) {
            sl_now_ms() - k->started_ms, sl_now_ms() - k->work_started);
     commit_sinks(k, k->work_end ? SL_CKPT_FINAL : k->work_id);
     committed_sources(k, k->work_id, k->work_end);
+    decided(k, k->work_id, 1, k->work_len, NULL);
   } else {
     k->failed++;
+    decided(k, k->work_id, -1, 0, k->work_err ? k->work_err : "store error");
     sl_log(SL_LOG_ERROR, "checkpoint", "%" PRIu64 " failed: %s", k->work_id,
            k->work_err ? k->work_err : "store error");
   }
@@ -315,6 +333,8 @@ static void on_tick(uv_timer_t *t) {
     sl_log(SL_LOG_WARN, "checkpoint", "%" PRIu64 " abandoned after %.0f ms",
            k->pending, now - k->started_ms);
     k->failed++;
+    decided(k, k->pending, -1, 0,
+            "abandoned: not complete within the checkpoint timeout");
     drop_pending(k);
   }
   if (!k->pending && !k->storing && !c->stopping && !sources_all_ended(k) &&
@@ -375,8 +395,10 @@ int sl_checkpoint_pump(sl_core_t *c) {
   if (atomic_load(&c->exit_code)) {
     /* A failed run (or on_error = "stop", which skipped records) must not
      * be checkpointed: a restart replays from the last good checkpoint. */
-    if (k->pending)
+    if (k->pending) {
+      decided(k, k->pending, -1, 0, "the pipeline failed");
       drop_pending(k);
+    }
     k->final_done = 1;
     return k->storing;
   }
@@ -711,6 +733,34 @@ void sl_checkpoint_stats(sl_core_t *c, sl_checkpoint_stats_t *out) {
   out->last_duration_ms = k->last_done_duration;
   out->last_bytes = k->last_done_bytes;
   out->pending = k->pending;
+  out->timeout_ms = k->timeout_ms;
+}
+
+int sl_checkpoint_outcome(sl_core_t *c, uint64_t id,
+                          sl_checkpoint_outcome_t *out) {
+  sl_coord_t *k = c->coord;
+  if (!k)
+    return -1;
+  uint64_t n =
+      k->n_outcomes < SL_CKPT_OUTCOMES ? k->n_outcomes : SL_CKPT_OUTCOMES;
+  for (uint64_t i = 0; i < n; i++) {
+    const sl_checkpoint_outcome_t *o =
+        &k->outcomes[(k->n_outcomes - 1 - i) % SL_CKPT_OUTCOMES];
+    if (o->id == id) {
+      *out = *o;
+      return o->state;
+    }
+  }
+  memset(out, 0, sizeof *out);
+  out->id = id;
+  out->state = -1;
+  if (id <= k->last_id && id != k->pending && !(k->storing && id == k->work_id))
+    snprintf(out->why, sizeof out->why, "no record of it (too old)");
+  else if (k->final_done)
+    snprintf(out->why, sizeof out->why, "the pipeline stopped before it");
+  else
+    out->state = 0;
+  return out->state;
 }
 
 void sl_checkpoint_stop(sl_core_t *c) {

@@ -88,8 +88,24 @@ typedef struct sl_checkpoint_stats_s {
   double last_time_ms, last_duration_ms; /* its completion (epoch ms), cost */
   uint64_t last_bytes;                   /* its image's size */
   uint64_t pending;                      /* in progress; 0 = none */
+  double timeout_ms;                     /* a checkpoint's time limit */
 } sl_checkpoint_stats_t;
 void sl_checkpoint_stats(sl_core_t *c, sl_checkpoint_stats_t *out);
+/* What became of checkpoint `id` (POST /checkpoint waits for it). The
+ * coordinator keeps the last SL_CKPT_OUTCOMES decided ones, and wakes the
+ * I/O thread when one is decided. */
+#define SL_CKPT_OUTCOMES 16
+typedef struct sl_checkpoint_outcome_s {
+  uint64_t id;
+  int state;          /* 1 stored, -1 failed or abandoned, 0 not yet */
+  double duration_ms; /* from its start to the decision */
+  uint64_t bytes;     /* the stored image's size */
+  char why[200];      /* state -1: why */
+} sl_checkpoint_outcome_t;
+/* I/O thread: out->state, also returned. 0 while id is in progress or
+ * still to start; -1 for an id never taken (the run stopped first). */
+int sl_checkpoint_outcome(sl_core_t *c, uint64_t id,
+                          sl_checkpoint_outcome_t *out);
 void sl_checkpoint_stop(sl_core_t *c);  /* close timers (shutdown) */
 void sl_checkpoint_close(sl_core_t *c); /* free (after the loop ended) */
 
