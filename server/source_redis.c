@@ -588,8 +588,8 @@ static void rs_on_xinfo(redisAsyncContext *ac, void *reply, void *priv) {
   }
 }
 
-/* At most once a second, ahead of a read (a blocking XREADGROUP would hold
- * it back otherwise). */
+/* At most once a second: ahead of a read (a blocking XREADGROUP would hold
+ * it back otherwise), and when scraped. */
 static void rs_ask_lag(rs_t *r) {
   double now = sl_now_ms();
   if (r->lag_asking || now - r->lag_asked_ms < 1000)
@@ -600,9 +600,15 @@ static void rs_ask_lag(rs_t *r) {
     r->lag_asking = 1;
 }
 
+/* The lag last heard; asks again when it is over a second old (so a
+ * source paused by back-pressure, which sends no reads, still refreshes it
+ * each time it is scraped). */
 static int64_t rs_lag(sl_source_t *s) {
   rs_t *r = s->impl;
-  return r && r->state == RS_READY ? r->lag : -1;
+  if (!r || r->state != RS_READY)
+    return -1;
+  rs_ask_lag(r);
+  return r->lag;
 }
 
 /* ---- reading ---- */

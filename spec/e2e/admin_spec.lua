@@ -27,102 +27,8 @@ end
 return op
 ]]
 
--- One request (raw bytes) on a new connection; returns status (nil when
--- the server closed without answering), body, the whole response.
-local function http(port, raw, opts)
-  opts = opts or {}
-  local c = assert(proc.connect("127.0.0.1", port, 5))
-  c:settimeout(5)
-  proc.send_all(c, raw, 5) -- may fail when the server answers early
-  if opts.half_close then c:shutdown("send") end
-  local resp, _, partial = c:receive("*a")
-  c:close()
-  resp = resp or partial
-  if not resp or resp == "" then return nil, nil, resp end
-  local status = tonumber(resp:match("^HTTP/1%.1 (%d%d%d) "))
-  local body = resp:match("\r\n\r\n(.*)$")
-  return status, body, resp
-end
-
-local function get(port, path)
-  return http(port, "GET " .. path .. " HTTP/1.1\r\nHost: localhost\r\n\r\n")
-end
-
-local function post(port, path)
-  return http(port, "POST " .. path ..
-    " HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n")
-end
-
--- Prometheus text format 0.0.4, one pattern per kind of line.
-local NAME = "[a-zA-Z_:][a-zA-Z0-9_:]*"
-local LABEL = "[a-zA-Z_][a-zA-Z0-9_]*=\"[^\"\\\n]*\""
-local NUMBER = "[-+]?[0-9]*%.?[0-9]+[eE]?[-+]?[0-9]*"
-
-local function check_sample(line)
-  local name, rest = line:match("^(" .. NAME .. ")(.*)$")
-  if not name then return nil end
-  if rest:sub(1, 1) == "{" then
-    local labels, after = rest:match("^{(.-)}(.*)$")
-    if not labels then return nil end
-    local i = 1
-    while i <= #labels do
-      local s, e = labels:find("^" .. LABEL, i)
-      if not s then return nil end
-      i = e + 1
-      if i <= #labels then
-        if labels:sub(i, i) ~= "," then return nil end
-        i = i + 1
-      end
-    end
-    rest = after
-  end
-  local v = rest:match("^ (%S+)$")
-  if not v then return nil end
-  if not (v:match("^" .. NUMBER .. "$") or v == "NaN" or v == "+Inf" or v == "-Inf") then
-    return nil
-  end
-  return name, tonumber(v)
-end
-
--- Validates an exposition; returns { [name] = { samples } } or fails.
-local function parse_metrics(text)
-  local types, samples = {}, {}
-  assert.is_true(text:sub(-1) == "\n", "the exposition must end with a newline")
-  for _, line in ipairs(proc.lines(text)) do
-    if line:sub(1, 1) == "#" then
-      local help = line:match("^# HELP (" .. NAME .. ") %S.*$")
-      local tname, t = line:match("^# TYPE (" .. NAME .. ") (%a+)$")
-      assert(help or tname, "bad comment line: " .. line)
-      if tname then
-        assert(t == "counter" or t == "gauge", "bad type: " .. line)
-        assert(not types[tname], "TYPE given twice: " .. line)
-        types[tname] = t
-      end
-    else
-      local name, v = check_sample(line)
-      assert(name, "bad sample line: " .. line)
-      assert(types[name], "sample before its TYPE: " .. line)
-      if types[name] == "counter" then
-        assert(name:match("_total$"), "a counter's name ends in _total: " .. line)
-        assert(v >= 0, "negative counter: " .. line)
-      end
-      assert(name:match("^sluice_"), "not prefixed sluice_: " .. line)
-      samples[name] = samples[name] or {}
-      samples[name][#samples[name] + 1] = { line = line, value = v }
-    end
-  end
-  return samples
-end
-
-local function metric(samples, name, match)
-  local total, found = 0, false
-  for _, s in ipairs(samples[name] or {}) do
-    if not match or s.line:find(match, 1, true) then
-      total, found = total + s.value, true
-    end
-  end
-  return found and total or nil
-end
+local http = require("support.http")
+local get, post, parse_metrics, metric = http.get, http.post, http.parse_metrics, http.metric
 
 describe("e2e admin HTTP server", function()
   local dir, pid, port
@@ -204,7 +110,10 @@ sink     "out"   { kind = "file", path = "out.txt", from = "count" }
       assert.truthy(body:find('{"name":"count","type":"operator","kind":null,', 1, true), body)
       assert.truthy(body:find('"grouping":"key","parallelism":2,"threads":[', 1, true), body)
       assert.truthy(body:find('"checkpoint":{"enabled":true', 1, true), body)
-      assert.truthy(body:find('"reloads":{"ok":0,"failed":0}', 1, true), body)
+      assert.truthy(body:find('"reloads":{"ok":0,"failed":0,"conf_ok":0,"conf_failed":0}', 1, true), body)
+      assert.truthy(body:find('"scripts":[{"path":"', 1, true), body)
+      assert.truthy(body:find('"version":1,"hash":"%x+","since_ms":%d+,"last_error":null}'), body)
+      assert.truthy(body:find('"errors":{"warn":%d+,"error":%d+,"last":%['), body)
     end)
 
     it("GET /metrics is valid Prometheus text with the pipeline's counts", function()
@@ -232,6 +141,25 @@ sink     "out"   { kind = "file", path = "out.txt", from = "count" }
         assert.truthy(samples[name], "missing " .. name)
       end
       assert.is_true(metric(samples, "sluice_worker_lua_memory_bytes", 'worker="1"') > 0)
+      -- latency: every line reached split through its channel from the
+      -- source, so split's histograms together counted 3000 records
+      assert.are.equal(3000, metric(samples, "sluice_operator_latency_seconds_count", 'operator="split"'))
+      assert.are.equal(3000, metric(samples, "sluice_operator_latency_seconds_bucket",
+        'operator="split",instance="0",le="+Inf"') +
+        metric(samples, "sluice_operator_latency_seconds_bucket", 'operator="split",instance="1",le="+Inf"'))
+      assert.is_true(metric(samples, "sluice_operator_latency_seconds_sum", 'operator="split"') > 0)
+      assert.is_true(metric(samples, "sluice_operator_busy_seconds_total", 'operator="split"') > 0)
+      -- count gets the words that cross workers through channels, the rest
+      -- by direct calls (not in its histogram)
+      local via_channels = metric(samples, "sluice_operator_latency_seconds_count", 'operator="count"')
+      assert.is_true(via_channels > 0 and via_channels <= total, tostring(via_channels))
+      assert.truthy(samples["sluice_sink_latency_seconds_bucket"])
+      -- the file is read to its end: no lag, the offset is its size
+      local size = #proc.read_file(dir .. "/in.txt")
+      assert.are.equal(size, metric(samples, "sluice_source_offset", 'source="lines"'))
+      assert.are.equal(0, metric(samples, "sluice_source_lag_bytes", 'source="lines"'))
+      assert.are.equal(0, metric(samples, "sluice_conf_reloads_total"))
+      assert.truthy(metric(samples, "sluice_log_events_total", 'level="error"'))
     end)
 
     it("answers malformed requests with 400 (or closes) and stays up", function()
@@ -252,18 +180,18 @@ sink     "out"   { kind = "file", path = "out.txt", from = "count" }
         oversized_url = "GET /" .. ("a"):rep(17000) .. " HTTP/1.1\r\n\r\n",
       }
       for name, raw in pairs(corpus) do
-        local status, _, resp = http(port, raw)
+        local status, _, resp = http.request(port, raw)
         assert(status == 400 or status == nil,
           name .. ": expected 400 or a closed connection, got " .. tostring(resp))
         assert.is_true(proc.alive(pid), name .. " killed the server")
       end
       -- truncated: the client stops sending in the middle of the head
       for _, raw in ipairs({ "GET /health HTTP/1.1\r\nHost: x\r\n", "GET /hea", "POST /reload HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc" }) do
-        local status, _, resp = http(port, raw, { half_close = true })
+        local status, _, resp = http.request(port, raw, { half_close = true })
         assert(status == 400 or status == nil, "truncated: got " .. tostring(resp))
       end
       -- a body over 1 MiB is refused from its Content-Length
-      local status = http(port, "POST /reload HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n")
+      local status = http.request(port, "POST /reload HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n")
       assert.are.equal(413, status)
       assert.are.equal(200, (get(port, "/health")))
       assert.is_true(proc.alive(pid))
@@ -277,24 +205,32 @@ sink     "out"   { kind = "file", path = "out.txt", from = "count" }
       assert.truthy(resp:find("\r\nAllow: GET\r\n", 1, true))
       assert.are.equal(405, (get(port, "/checkpoint")))
       assert.are.equal(405, (post(port, "/state/count/w1")))
-      assert.are.equal(405, (http(port, "DELETE /metrics HTTP/1.1\r\n\r\n")))
+      assert.are.equal(405, (http.request(port, "DELETE /metrics HTTP/1.1\r\n\r\n")))
     end)
 
-    it("POST /checkpoint takes a checkpoint and returns its id", function()
+    it("POST /checkpoint answers once the checkpoint is stored", function()
       local status, body = post(port, "/checkpoint")
-      assert.are.equal(202, status, body)
-      local id = tonumber(body:match('^{"id":(%d+)}'))
+      assert.are.equal(200, status, body)
+      local id, bytes = body:match('^{"id":(%d+),"status":"completed","duration_ms":%d+,"bytes":(%d+)}\n$')
+      id, bytes = tonumber(id), tonumber(bytes)
       assert.truthy(id, body)
-      local done = proc.wait_for(function()
-        local _, m = get(port, "/metrics")
-        return (metric(parse_metrics(m), "sluice_checkpoint_last_id") or 0) >= id
-      end, 10, 0.1)
-      assert.truthy(done, "checkpoint " .. id .. " did not complete")
+      -- stored already when answered: the metrics and the store say so
+      local samples = http.metrics(port)
+      assert.are.equal(id, metric(samples, "sluice_checkpoint_last_id"))
+      assert.are.equal(bytes, metric(samples, "sluice_checkpoint_last_size_bytes"))
+      local f = io.open(("%s/state/chk-%020d.ckpt"):format(dir, id), "rb")
+      assert.truthy(f, "no image of checkpoint " .. id)
+      assert.are.equal(bytes, f:seek("end"))
+      f:close()
       local _, st = get(port, "/status")
       assert.truthy(st:find('"last":{"id":' .. id, 1, true), st)
+      -- the next one gets the next id; ?wait=false answers 202 at once
       local status2, body2 = post(port, "/checkpoint")
-      assert.are.equal(202, status2)
-      assert.is_true(tonumber(body2:match('^{"id":(%d+)}')) > id)
+      assert.are.equal(200, status2, body2)
+      assert.are.equal(id + 1, tonumber(body2:match('^{"id":(%d+)')))
+      local status3, body3 = post(port, "/checkpoint?wait=false")
+      assert.are.equal(202, status3, body3)
+      assert.are.equal(id + 2, tonumber(body3:match('^{"id":(%d+),"status":"started"}')))
     end)
 
     it("GET /state/count/KEY is the exact count after a known input", function()
