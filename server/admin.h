@@ -9,14 +9,17 @@
  *                       or after a failure began
  *   GET  /metrics       Prometheus text format 0.0.4
  *   GET  /status        JSON: pipeline, topology, instances per worker,
- *                       checkpoints, reloads
+ *                       checkpoints, script versions, reloads, last errors
  *   GET  /state/OP/KEY  JSON of KEY's state in operator OP, asked of the
  *                       worker that hosts the instance owning KEY
- *   POST /checkpoint    starts a checkpoint; {"id": N} (409 without one)
+ *   POST /checkpoint    takes a checkpoint; answers when it is stored (200)
+ *                       or failed (500); ?wait=false: 202 at once; 409
+ *                       without a checkpoint block
  *   POST /reload        reloads the scripts and checks the conf (202)
  *
  * Everything runs on the I/O thread except sl_admin_reply (any thread: a
- * worker answering a state query).
+ * worker answering a state query). The bodies of /metrics and /status are
+ * rendered by metrics.c and status.c.
  */
 #ifndef SL_ADMIN_H
 #define SL_ADMIN_H
