@@ -240,6 +240,10 @@ static int answer_checkpoint(sl_conn_t *k) {
  * when it is stored; ?wait=false answers 202 at once. */
 static void post_checkpoint(sl_conn_t *k) {
   sl_core_t *c = k->admin->c;
+  if (c->restoring) {
+    respond_error(k, 503, "restoring");
+    return;
+  }
   if (!sl_checkpoint_periodic(c)) {
     respond_error(k, 409,
                   "checkpointing is off (the conf has no checkpoint block)");

@@ -86,8 +86,13 @@ typedef struct sl_core_s {
   uint64_t reloads_ok, reloads_failed; /* script reloads (I/O thread) */
   /* conf reloads: counted by confwatch.c, kept by sl_run across runs */
   struct sl_conf_reloads_s *conf_reloads;
-  struct sl_admin_s *admin;            /* admin.c: the HTTP server, or NULL */
-  double started_ms;                   /* when this run started serving */
+  struct sl_admin_s *admin; /* admin.c: the HTTP server, or NULL */
+  double started_ms;        /* when this run started serving */
+  /* the restore, on a work thread (pipeline.c): while `restoring`, only
+   * the admin API runs, and it must not touch the coordinator */
+  int restoring, restore_rc, nothing_to_run;
+  const char *restore_arg;
+  uv_work_t restore_req;
 } sl_core_t;
 
 typedef struct sl_conf_reloads_s {

@@ -257,7 +257,9 @@ void sl_metrics_render(sl_core_t *c, sl_text_t *out) {
              (double)sl_worker_lua_bytes(c->workers[t]));
     }
   sl_checkpoint_stats_t ck;
-  sl_checkpoint_stats(c, &ck);
+  memset(&ck, 0, sizeof ck);
+  if (!c->restoring) /* the restore's thread is building the coordinator */
+    sl_checkpoint_stats(c, &ck);
   metric_head(&s, "checkpoints_completed_total", "counter",
               "Checkpoints stored (including the final one)");
   sample(&s, c, "checkpoints_completed_total", NULL, NULL, -1,

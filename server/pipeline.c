@@ -155,7 +155,7 @@ static void on_io_idle(uv_idle_t *h) {
 
 static void on_io_wake(uv_async_t *h) {
   sl_core_t *c = h->data;
-  if (!c->shutting_down)
+  if (!c->shutting_down && !c->restoring)
     uv_idle_start(&c->idle, on_io_idle);
 }
 
@@ -280,19 +280,9 @@ static void log_summary(sl_core_t *c, double ms) {
   sl_log(SL_LOG_INFO, "pipeline", "finished in %.0f ms", ms);
 }
 
-/* 0 started; -1 failed; 1 nothing to run (restored a final checkpoint). */
-static int start(sl_core_t *c, const char *restore) {
-  c->exact = c->plan->exactly_once;
-  if (build_channels(c) || sl_align_init(c) || uv_loop_init(&c->loop))
-    return -1;
-  init_io(c);
-  int rc = sl_checkpoint_open(c, restore);
-  if (rc < 0)
-    return 1;
-  if (rc) {
-    atomic_store(&c->exit_code, rc);
-    return -1;
-  }
+/* After the restore: the workers (each restores its key groups), sources,
+ * sinks, timers, signals. 0 ok, -1 failed. */
+static int start_rest(sl_core_t *c) {
   if (sl_watch_create(c) || build_workers(c))
     return -1;
   wire_wakes(c);
@@ -311,9 +301,64 @@ static int start(sl_core_t *c, const char *restore) {
   uv_signal_start(&c->sigterm, on_signal, SIGTERM);
   uv_timer_start(&c->flush_timer, on_flush, SL_FLUSH_MS, SL_FLUSH_MS);
   uv_idle_start(&c->idle, on_io_idle);
+  c->started_ms = sl_now_ms();
+  return 0;
+}
+
+/* A start that did not get to run: close what was opened, so that the
+ * loop ends. nothing_to_run: a final checkpoint was restored (exit 0). */
+static void abort_start(sl_core_t *c, int nothing_to_run) {
+  c->shutting_down = 1;
+  c->nothing_to_run = nothing_to_run;
+  if (!nothing_to_run)
+    sl_log(SL_LOG_ERROR, "pipeline", "could not start '%s'", c->plan->name);
+  sl_checkpoint_stop(c);
+  sl_admin_stop(c);
+  sl_watch_stop(c);
+  sl_confwatch_stop(c);
+  stop_workers(c);
+  sl_core_sources_close(c);
+  sl_core_sinks_close(c);
+  close_io(c);
+  int zero = 0;
+  if (!nothing_to_run)
+    atomic_compare_exchange_strong(&c->exit_code, &zero, SL_EXIT_RUNTIME);
+}
+
+/* The restore runs on a libuv work thread, so that the admin API answers
+ * (GET /health: 503 "restoring") while a store is read or waited for. */
+static void restore_work(uv_work_t *w) {
+  sl_core_t *c = w->data;
+  c->restore_rc = sl_checkpoint_open(c, c->restore_arg);
+}
+
+static void restore_done(uv_work_t *w, int status) {
+  sl_core_t *c = w->data;
+  (void)status;
+  c->restoring = 0;
+  int rc = c->restore_rc;
+  if (rc > 0)
+    atomic_store(&c->exit_code, rc);
+  if (rc < 0)
+    abort_start(c, 1);
+  else if (rc > 0 || start_rest(c))
+    abort_start(c, 0);
+}
+
+/* Opens the loop and the admin API, then restores in the background
+ * (restore_done starts the rest). 0 under way; -1 failed at once. */
+static int start(sl_core_t *c, const char *restore) {
+  c->exact = c->plan->exactly_once;
+  if (build_channels(c) || sl_align_init(c) || uv_loop_init(&c->loop))
+    return -1;
+  init_io(c);
+  c->restoring = 1;
   if (sl_admin_start(c))
     return -1;
-  c->started_ms = sl_now_ms();
+  c->restore_arg = restore;
+  c->restore_req.data = c;
+  if (uv_queue_work(&c->loop, &c->restore_req, restore_work, restore_done))
+    return -1;
   return 0;
 }
 
@@ -348,28 +393,14 @@ static int run_plan(sl_plan_t *plan, const char *restore, int workers,
   atomic_init(&c.live, 0);
   atomic_init(&c.exit_code, 0);
   double t0 = sl_now_ms();
-  int rc = start(&c, restore);
-  if (rc > 0) { /* nothing to run */
-    c.shutting_down = 1;
-    close_io(&c);
-  } else if (rc) {
-    sl_log(SL_LOG_ERROR, "pipeline", "could not start '%s'", plan->name);
-    c.shutting_down = 1;
-    sl_checkpoint_stop(&c);
-    sl_admin_stop(&c);
-    sl_watch_stop(&c);
-    sl_confwatch_stop(&c);
-    stop_workers(&c);
-    sl_core_sources_close(&c);
-    sl_core_sinks_close(&c);
-    close_io(&c);
-    int zero = 0;
-    atomic_compare_exchange_strong(&c.exit_code, &zero, SL_EXIT_RUNTIME);
+  if (start(&c, restore)) {
+    c.restoring = 0;
+    abort_start(&c, 0);
   }
   uv_run(&c.loop, UV_RUN_DEFAULT);
   uv_loop_close(&c.loop);
   int code = atomic_load(&c.exit_code);
-  if (!code && rc == 0)
+  if (!code && !c.nothing_to_run)
     log_summary(&c, sl_now_ms() - t0);
   *next = code ? NULL : c.next_plan;
   if (code)

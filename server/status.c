@@ -24,6 +24,8 @@ int sl_status_running(const sl_core_t *c) {
 const char *sl_status_state(const sl_core_t *c) {
   if (atomic_load(&c->exit_code))
     return "failed";
+  if (c->restoring)
+    return "restoring";
   if (c->stopping || c->shutting_down)
     return "stopping";
   return c->started_ms > 0 ? "running" : "starting";
@@ -98,12 +100,14 @@ static void threads_json(sl_text_t *s, const sl_plan_t *p) {
 
 static void checkpoint_json(sl_text_t *s, sl_core_t *c) {
   sl_checkpoint_stats_t ck;
-  sl_checkpoint_stats(c, &ck);
+  memset(&ck, 0, sizeof ck);
+  if (!c->restoring) /* the restore's thread is building the coordinator */
+    sl_checkpoint_stats(c, &ck);
   sl_text_printf(s,
                  ",\"checkpoint\":{\"enabled\":%s,\"completed\":%" PRIu64
                  ",\"failed\":%" PRIu64 ",\"in_progress\":%" PRIu64,
-                 sl_checkpoint_periodic(c) ? "true" : "false", ck.completed,
-                 ck.failed, ck.pending);
+                 !c->restoring && sl_checkpoint_periodic(c) ? "true" : "false",
+                 ck.completed, ck.failed, ck.pending);
   if (ck.last_id)
     sl_text_printf(s,
                    ",\"last\":{\"id\":%" PRIu64 ",\"time_ms\":%.0f"

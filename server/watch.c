@@ -41,12 +41,12 @@ typedef struct sl_script_s {
   uint8_t *hosts; /* [thread]: a worker hosts an instance running it */
   uint64_t hash;  /* of the content last seen (loaded or reloaded) */
   int have_hash;
-  int version; /* 1 + the reloads committed */
+  int version;       /* 1 + the reloads committed */
   uint64_t run_hash; /* of the version committed last (0: not read) */
   double since_ms;   /* when it was committed (or loaded) */
   char *error;       /* why the last failed reload failed, or NULL */
   double error_ms;
-  int want;    /* 0, 1 = check for a change, 2 = reload even if unchanged */
+  int want; /* 0, 1 = check for a change, 2 = reload even if unchanged */
   uv_timer_t debounce;
   uv_fs_poll_t poll;
   int polling;

@@ -35,10 +35,10 @@ void sl_watch_reply(sl_core_t *c, uint64_t seq, int thread, const char *err);
 void sl_watch_reload_all(sl_core_t *c, const char *why);
 /* What script i (0, 1, ...) runs, for GET /status. */
 typedef struct sl_watch_info_s {
-  const char *path; /* as errors name it */
-  int version;      /* 1 + the reloads committed (since the conf loaded) */
-  uint64_t hash;    /* FNV-1a of the committed version's source */
-  double since_ms;  /* when it was committed (Unix ms) */
+  const char *path;  /* as errors name it */
+  int version;       /* 1 + the reloads committed (since the conf loaded) */
+  uint64_t hash;     /* FNV-1a of the committed version's source */
+  double since_ms;   /* when it was committed (Unix ms) */
   const char *error; /* the last failed reload's error, or NULL */
   double error_ms;
 } sl_watch_info_t;

@@ -201,6 +201,38 @@ sink     "out"  { kind = "file", path = "out.txt", from = "op" }
     assert.are.equal(10, http.metric(m, "sluice_operator_errors_total", 'operator="op"'))
   end)
 
+  it("GET /health is 503 restoring while the checkpoint store is waited for", function()
+    local port = proc.free_port()
+    local dead = proc.free_port() -- nothing listens there
+    proc.write_tree(dir, {
+      ["pass.lua"] = PASS,
+      ["p.conf"] = ([[
+pipeline "rs" {
+  workers = 1, admin = %d,
+  checkpoint = { every = "1s", store = "redis://127.0.0.1:%d", connect_timeout = "3s" },
+}
+source   "g"    { kind = "generator", count = 10 }
+operator "pass" { script = "pass.lua", from = "g" }
+sink     "out"  { kind = "file", path = "out.txt", from = "pass" }
+]]):format(port, dead),
+    })
+    pid = proc.start_sluice(dir .. "/p.conf")
+    local status, body
+    assert.truthy(proc.wait_for(function()
+      status, body = http.get(port, "/health", { timeout = 1 })
+      return status ~= nil
+    end, 5, 0.05), "the admin API did not answer during the restore")
+    assert.are.equal(503, status)
+    assert.are.equal("restoring\n", body)
+    local st, sbody = http.get(port, "/status")
+    assert.are.equal(200, st)
+    assert.truthy(sbody:find('"state":"restoring"', 1, true), sbody)
+    assert.are.equal(200, (http.get(port, "/metrics")))
+    assert.are.equal(503, (http.post(port, "/checkpoint")))
+    -- then the store stays away: exit 5, as before
+    assert.are.equal(5, proc.wait(pid, 15))
+  end)
+
   it("conf reloads are counted across the restarts they cause", function()
     local port = proc.free_port()
     local function conf(p)
