@@ -1,0 +1,200 @@
+-- sluice.conf_plan: the plan of a valid conf, and its description.
+--
+-- Turns the checked, ordered nodes (conf_check, conf_graph) into the plan
+-- table plan.c reads and the workers decode: the nodes (ids in topological
+-- order), their instances (gids) and the thread each runs on (round-robin
+-- over the workers; a forward operator with its upstream's instance), the
+-- channels between instances on different threads (or direct calls between
+-- operators on the same one) and the dead-letter channels. The layout is the
+-- "Plan" section of docs/architecture.md. M.describe is a plan as a few
+-- lines of text (logged when a pipeline starts).
+
+local M = {}
+
+-- Needs a conf without errors: c.decls with their nodes, c.P, c.order,
+-- c.guarantee, c.reason, c.opts and the conf's paths. Returns the plan.
+function M.build(c)
+  local opts, decls, P, order = c.opts, c.decls, c.P, c.order
+  local abs, dir, conf_arg = c.abs, c.dir, c.path
+  local guarantee, reason = c.guarantee, c.reason
+
+  -- Redis defaults that depend on the pipeline's name: the consumer group
+  -- is the pipeline's, and a consumer's name is stable across restarts (its
+  -- pending entries are re-read after a restore).
+  for _, d in ipairs(decls) do
+    local n = d.node
+    if n and n.kind == "redis" then
+      n.pipeline = P.name
+      if d.type == "source" then
+        n.group = n.group or P.name
+        -- several processes sharing a group need distinct consumers: the
+        -- host's name (a container's) makes the default one per process,
+        -- and stays the same when the process restarts there
+        n.consumer = n.consumer or (P.name .. "-" .. n.name
+          .. (opts.hostname and ("@" .. opts.hostname) or ""))
+      end
+    end
+  end
+
+  -----------------------------------------------------------------------
+  -- plan
+  local workers = opts.workers or P.workers or opts.cores or 1
+  local plan = {
+    file = abs, dir = dir, conf_arg = conf_arg,
+    name = P.name, workers = workers, threads = workers + 1,
+    guarantee = guarantee, guarantee_reason = reason,
+    max_parallelism = P.max_parallelism,
+    checkpoint = P.checkpoint, admin = P.admin,
+    nodes = {}, instances = {}, channels = {},
+  }
+  local id_of = {}
+  for i, d in ipairs(order) do id_of[d] = i - 1 end
+  local gid = 0
+  for i, d in ipairs(order) do
+    local n = d.node
+    local node = {
+      id = i - 1, name = n.name, type = n.type, kind = n.kind, line = n.line,
+      parallelism = n.parallelism, first_gid = gid, inputs = {},
+    }
+    gid = gid + n.parallelism
+    for _, u in ipairs(n.in_decls or {}) do
+      node.inputs[#node.inputs + 1] = { node = id_of[u],
+        grouping = n.type == "operator" and n.grouping or "shuffle" }
+    end
+    if n.type == "source" then
+      node.path, node.follow, node.listen, node.max_line = n.path, n.follow, n.listen, n.max_line
+      node.count, node.rate = n.count, n.rate
+      node.url, node.stream, node.group, node.consumer = n.url, n.stream, n.group, n.consumer
+      node.start_at, node.field, node.pipeline = n.start_at, n.field, n.pipeline
+      node.connect_timeout_ms = n.connect_timeout_ms
+    elseif n.type == "sink" then
+      node.path, node.connect = n.path, n.connect
+      node.url, node.command, node.key, node.pipeline = n.url, n.command, n.key, n.pipeline
+      node.field = n.field
+      node.connect_timeout_ms = n.connect_timeout_ms
+      node.dead_from = {}
+    else
+      node.script, node.chunkname, node.params = n.script, n.chunkname, n.params
+      node.grouping = n.grouping
+      node.on_error, node.jit, node.allow = n.on_error, n.jit, n.allow
+      node.dead_letter = n.dead_letter_decl and id_of[n.dead_letter_decl] or nil
+    end
+    plan.nodes[i - 1] = node
+  end
+  plan.n_nodes = #order
+  plan.n_instances = gid
+
+  -- instances and threads
+  local rr = 0
+  for id = 0, plan.n_nodes - 1 do
+    local node = plan.nodes[id]
+    for k = 0, node.parallelism - 1 do
+      local inst = { gid = node.first_gid + k, node = id, index = k, thread = 0,
+                     inputs = 0, in_channels = {}, chained_from = {}, outs = {} }
+      if node.type == "operator" then
+        local t
+        if node.grouping == "forward" then
+          for _, e in ipairs(node.inputs) do
+            local u = plan.nodes[e.node]
+            if u.type == "operator" then
+              t = plan.instances[u.first_gid + k].thread
+              break
+            end
+          end
+        end
+        if not t then
+          t = rr % workers + 1
+          rr = rr + 1
+        end
+        inst.thread = t
+      end
+      plan.instances[inst.gid] = inst
+    end
+  end
+
+  local cid = 0
+  local function channel(from, to)
+    local ch = { cid = cid, from = from.gid, to = to.gid,
+                 producer = from.thread, consumer = to.thread }
+    plan.channels[cid] = ch
+    to.in_channels[#to.in_channels + 1] = cid
+    cid = cid + 1
+    return ch.cid
+  end
+  for id = 0, plan.n_nodes - 1 do
+    local node = plan.nodes[id]
+    for _, e in ipairs(node.inputs) do
+      local u = plan.nodes[e.node]
+      for ui = 0, u.parallelism - 1 do
+        local up = plan.instances[u.first_gid + ui]
+        local out = { node = id, grouping = e.grouping, channels = {} }
+        up.outs[#up.outs + 1] = out
+        for di = 0, node.parallelism - 1 do
+          local down = plan.instances[node.first_gid + di]
+          if e.grouping ~= "forward" or ui == di then
+            -- Two operator instances on one worker: no channel, the Lua
+            -- value is passed by a direct call (chaining for forward; a
+            -- local exchange for the other groupings).
+            local same = u.type == "operator" and node.type == "operator"
+              and up.thread == down.thread
+            if same and e.grouping == "forward" then
+              out.chained = down.gid
+              down.chained_from[#down.chained_from + 1] = up.gid
+            elseif same then
+              out.direct = out.direct or {}
+              out.direct[di] = down.gid
+              down.chained_from[#down.chained_from + 1] = up.gid
+            else
+              out.channels[di] = channel(up, down)
+            end
+          end
+        end
+      end
+    end
+  end
+  -- dead letters
+  for id = 0, plan.n_nodes - 1 do
+    local node = plan.nodes[id]
+    if node.type == "operator" and node.dead_letter then
+      local sink = plan.nodes[node.dead_letter]
+      sink.dead_from[#sink.dead_from + 1] = id
+      local sinst = plan.instances[sink.first_gid]
+      for k = 0, node.parallelism - 1 do
+        local inst = plan.instances[node.first_gid + k]
+        inst.dead = channel(inst, sinst)
+      end
+    end
+  end
+  plan.n_channels = cid
+  for g = 0, plan.n_instances - 1 do
+    local inst = plan.instances[g]
+    inst.inputs = #inst.in_channels + #inst.chained_from
+  end
+  return plan
+end
+
+function M.describe(plan)
+  local out = {}
+  out[#out + 1] = string.format(
+    "pipeline '%s' (%s): %d nodes, %d instances, %d channels, %d workers",
+    plan.name, plan.file, plan.n_nodes, plan.n_instances, plan.n_channels, plan.workers)
+  out[#out + 1] = string.format("guarantee %s (%s)", plan.guarantee, plan.guarantee_reason or "")
+  for id = 0, plan.n_nodes - 1 do
+    local n = plan.nodes[id]
+    local ins = {}
+    for _, e in ipairs(n.inputs) do
+      ins[#ins + 1] = plan.nodes[e.node].name .. (n.type == "operator" and ("/" .. e.grouping) or "")
+    end
+    for _, nid in ipairs(n.dead_from or {}) do ins[#ins + 1] = plan.nodes[nid].name .. "/dead_letter" end
+    local threads = {}
+    for k = 0, n.parallelism - 1 do
+      threads[#threads + 1] = tostring(plan.instances[n.first_gid + k].thread)
+    end
+    out[#out + 1] = string.format("  %d %s '%s'%s x%d on thread %s%s", id, n.type, n.name,
+      n.kind and (" (" .. n.kind .. ")") or "", n.parallelism, table.concat(threads, ","),
+      #ins > 0 and (" <- " .. table.concat(ins, ", ")) or "")
+  end
+  return table.concat(out, "\n") .. "\n"
+end
+
+return M
