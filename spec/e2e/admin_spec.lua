@@ -67,15 +67,12 @@ sink     "out"   { kind = "file", path = "out.txt", from = "count" }
 ]]):format(port, extra_pipeline or ""),
     })
     pid = proc.start_sluice(dir .. "/p.conf")
+    -- the API listens from the start (503 restoring); wait for it to run
     local ok = proc.wait_for(function()
       if not proc.alive(pid) then return "dead" end
-      local c = socket.tcp()
-      c:settimeout(0.2)
-      local up = c:connect("127.0.0.1", port)
-      c:close()
-      return up
-    end, 10)
-    assert(ok == 1, "admin did not come up: " ..
+      return (http.get(port, "/health", { timeout = 1 })) == 200
+    end, 10, 0.05)
+    assert(ok == true, "admin did not come up: " ..
       proc.tail(proc.read_file(dir .. "/stderr")))
   end
 
