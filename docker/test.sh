@@ -119,7 +119,8 @@ say "built $image ($(pm image inspect --format '{{.Size}}' "$image" | awk '{ pri
 trap - EXIT
 work=$(mktemp -d)
 cleanup() {
-  pm rm -f -t 0 "$name" >/dev/null 2>&1 || true
+  # -v: the anonymous volumes of the image's VOLUMEs too
+  pm rm -f -v -t 0 "$name" >/dev/null 2>&1 || true
   rm -rf "$work"
   if [ "${DOCKER_TEST_CLEAN:-0}" = 1 ]; then
     pm rmi -f "$image" "$base" >/dev/null 2>&1 || true
@@ -214,4 +215,9 @@ pm stop -t 20 "$name" >/dev/null
 code=$(pm inspect --format '{{.State.ExitCode}}' "$name")
 [ "$code" = 0 ] || { logs >&2; die "sluice exited $code on SIGTERM"; }
 say "stopped, exit code 0"
+
+# ---- 4. compose: sluice + Redis, crash and restore (docker/compose-test.sh) ----
+if [ "${DOCKER_TEST_COMPOSE:-1}" = 1 ]; then
+  DOCKER_TEST_IMAGE=$image "$root/docker/compose-test.sh" || die "the compose test failed"
+fi
 say "PASS ($(($(date +%s) - t0)) s)"
