@@ -100,7 +100,7 @@ anon_volumes() { # the containers' volumes other than the project's named ones
 }
 teardown() { # whatever is left, by name
   local vols
-  vols=$(anon_volumes)
+  vols="$(anon_volumes) $(cat "$work/volumes" 2>/dev/null || true)"
   pm rm -f -t 0 "$c_sluice" "$c_redis" >/dev/null 2>&1 || true
   [ -z "$vols" ] || pm volume rm -f $vols >/dev/null 2>&1 || true
   pm volume rm -f "${proj}_redis-data" >/dev/null 2>&1 || true
@@ -272,6 +272,7 @@ sleep 3
 [ "$(pm inspect --format '{{.State.Running}}' "$c_sluice")" = false ] \
   || die "unless-stopped restarted a container that was stopped by the user"
 say "podman-compose stop: exit 0, and it stays stopped"
+anon_volumes >>"$work/volumes"   # `down` removes the containers, not these
 pc down -t 30 || die "podman-compose down failed"
 pm container exists "$c_sluice" && die "down left $c_sluice"
 pc up -d --no-build || die "podman-compose up (again) failed"
@@ -285,8 +286,8 @@ consumers=$(rcli XINFO CONSUMERS lines redis-pipeline | grep -c '^name$' || true
 say "down + up: $(slog | grep -o 'restoring checkpoint [0-9]*' | tail -n1), $total lines exact, one consumer"
 
 # ---- 6. down -------------------------------------------------------------------
-vols=$(anon_volumes)
+anon_volumes >>"$work/volumes"
 pc down -t 30 -v || die "podman-compose down -v failed"
-[ -z "$vols" ] || pm volume rm -f $vols >/dev/null 2>&1 || true
+pm volume rm -f $(cat "$work/volumes") >/dev/null 2>&1 || true
 pm network rm -f "${proj}_default" >/dev/null 2>&1 || true
 say "PASS ($(($(date +%s) - t0)) s; restart ${restart_ms} ms after kill -9, /health 200 after ${health_ms} ms)"
