@@ -208,7 +208,9 @@ for i in $(seq 1 30); do
   if wait_for "v2 RELOAD $i" 1; then reloaded=1; break; fi
 done
 [ $reloaded = 1 ] || { logs >&2; die "the new upper.lua never ran"; }
-logs | grep -q "now runs" || die "no reload line in the log"
+# the log line (stderr) may reach `podman logs` after the output (stdout)
+for _ in $(seq 1 25); do logs | grep -q "now runs" && break; sleep 0.2; done
+logs | grep -q "now runs" || { logs >&2; die "no reload line in the log"; }
 say "hot reload: the rewritten /srv/scripts/upper.lua runs (after $i attempts)"
 
 pm stop -t 20 "$name" >/dev/null
