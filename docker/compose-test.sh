@@ -187,7 +187,7 @@ done
 [ $ok = 1 ] || die "redis never passed its healthcheck (redis-cli ping)"
 wait_health 60 || die "GET /health on 127.0.0.1:$admin never answered 200 (last: $(health))"
 pm healthcheck run "$c_sluice" >/dev/null 2>&1 || die "the sluice image's HEALTHCHECK fails"
-slog | grep -q "checkpoint: starting empty" || die "sluice did not start empty (a stale ck:* in the volume?)"
+slog | grep "checkpoint: starting empty" >/dev/null || die "sluice did not start empty (a stale ck:* in the volume?)"
 say "up: redis healthy, sluice GET /health 200 on 127.0.0.1:$admin"
 
 # ---- 3. lines in, exact counts out -----------------------------------------------
@@ -277,7 +277,7 @@ pc down -t 30 || die "podman-compose down failed"
 pm container exists "$c_sluice" && die "down left $c_sluice"
 pc up -d --no-build || die "podman-compose up (again) failed"
 wait_health 60 || die "the recreated sluice never answered /health 200"
-slog | grep -q 'restoring checkpoint' || die "the recreated sluice did not restore the checkpoint in Redis"
+slog | grep 'restoring checkpoint' >/dev/null || die "the recreated sluice did not restore the checkpoint in Redis"
 gen $((total + 1)) $((total + n4)) | rcli >/dev/null
 total=$((total + n4))
 wait_counts $total 30 || die "after down/up the counts of $total lines are not exact"
