@@ -1,7 +1,7 @@
 #!/bin/bash
 # The image's HEALTHCHECK: GET /health on the admin API (127.0.0.1:$SLUICE_ADMIN_PORT,
 # 9600 by default; the conf needs admin = 9600 or "0.0.0.0:9600"): healthy
-# on 200 only (503 while starting, stopping or failed). A conf without an
+# on 200 only (503 while restoring, starting, stopping or failed). A conf without an
 # admin API (nothing listens there) falls back to: a sluice process is alive.
 # bash's /dev/tcp: the runtime image has no curl.
 port=${SLUICE_ADMIN_PORT:-9600}
