@@ -28,6 +28,12 @@
 #define SL_WATCH_DEBOUNCE_MS 100
 #define SL_WATCH_POLL_MS 1000
 #define SL_WATCH_MAX_BYTES (64u << 20)
+/* A worker that has not answered PREPARE by then (a batch that runs for
+ * long, a script looping with the JIT on) aborts the reload; the override
+ * is for tests. */
+#ifndef SL_WATCH_PREPARE_TIMEOUT_MS
+#define SL_WATCH_PREPARE_TIMEOUT_MS 10000
+#endif
 
 typedef struct sl_wdir_s sl_wdir_t;
 typedef struct sl_watch_s sl_watch_t;
@@ -73,11 +79,13 @@ struct sl_watch_s {
   sl_wdir_t *dirs;
   int n_dirs;
   uv_signal_t sighup;
-  int handles; /* handles were initialised on the loop */
+  uv_timer_t deadline; /* the prepare round's */
+  int handles;         /* handles were initialised on the loop */
   uv_mutex_t mu;
   sl_reply_t *replies; /* (mu) */
   /* the reload in flight */
   int busy, cur, waiting;
+  int timed_out; /* the prepare round passed its deadline */
   uint64_t seq;
   char *err;
 };
@@ -166,6 +174,15 @@ static void post_all(sl_watch_t *wt, sl_script_t *s, int kind, const char *src,
   }
 }
 
+static void on_deadline(uv_timer_t *t);
+
+/* SLUICE_PREPARE_TIMEOUT_MS (tests) or SL_WATCH_PREPARE_TIMEOUT_MS. */
+static uint64_t prepare_timeout_ms(void) {
+  const char *e = getenv("SLUICE_PREPARE_TIMEOUT_MS");
+  long v = e ? strtol(e, NULL, 10) : 0;
+  return v > 0 ? (uint64_t)v : SL_WATCH_PREPARE_TIMEOUT_MS;
+}
+
 /* Starts reloading script i, if it changed (or force). */
 static void begin(sl_watch_t *wt, int i, int force) {
   sl_script_t *s = &wt->scripts[i];
@@ -191,6 +208,7 @@ static void begin(sl_watch_t *wt, int i, int force) {
   wt->cur = i;
   free(wt->err);
   wt->err = NULL;
+  wt->timed_out = 0;
   sl_log(SL_LOG_INFO, "reload", "%s %s: compiling it in every worker",
          s->display, force ? "reload asked for" : "changed");
   int posted = 0;
@@ -198,6 +216,8 @@ static void begin(sl_watch_t *wt, int i, int force) {
   free(src);
   wt->waiting = posted;
   wt->busy = posted > 0;
+  if (wt->busy && wt->handles)
+    uv_timer_start(&wt->deadline, on_deadline, prepare_timeout_ms(), 0);
 }
 
 static void finish(sl_watch_t *wt) {
@@ -205,7 +225,9 @@ static void finish(sl_watch_t *wt) {
   sl_script_t *s = &wt->scripts[wt->cur];
   int posted = 0;
   wt->busy = 0;
-  if (!wt->err) {
+  if (wt->handles)
+    uv_timer_stop(&wt->deadline);
+  if (!wt->err && !wt->timed_out) {
     post_all(wt, s, SL_WMSG_COMMIT, NULL, 0, &posted);
     s->version++;
     s->run_hash = s->hash;
@@ -220,12 +242,13 @@ static void finish(sl_watch_t *wt) {
   } else {
     post_all(wt, s, SL_WMSG_ABORT, NULL, 0, &posted);
     c->reloads_failed++;
+    const char *why = wt->err ? wt->err : "out of memory";
     free(s->error);
-    s->error = strdup(wt->err);
+    s->error = strdup(why);
     s->error_ms = sl_now_ms();
     sl_log(SL_LOG_ERROR, "reload",
-           "reload of %s failed: %s; version %d keeps running", s->display,
-           wt->err, s->version);
+           "reload of %s failed: %s; version %d keeps running", s->display, why,
+           s->version);
   }
 }
 
@@ -242,6 +265,28 @@ static void kick(sl_watch_t *wt) {
     wt->scripts[i].want = 0;
     begin(wt, i, force);
   }
+}
+
+/* The prepare round took too long: abort it (the workers that answer late
+ * are ignored by seq; the ABORT behind the PREPARE in their inboxes drops
+ * what they prepared). */
+static void on_deadline(uv_timer_t *t) {
+  sl_watch_t *wt = t->data;
+  if (!wt->busy)
+    return;
+  wt->timed_out = 1;
+  if (!wt->err) {
+    char msg[160];
+    snprintf(msg, sizeof msg,
+             "%d worker%s did not answer within %llu ms (busy in a long "
+             "batch?)",
+             wt->waiting, wt->waiting == 1 ? "" : "s",
+             (unsigned long long)prepare_timeout_ms());
+    wt->err = strdup(msg);
+  }
+  wt->waiting = 0;
+  finish(wt);
+  kick(wt);
 }
 
 void sl_watch_pump(sl_core_t *c) {
@@ -414,6 +459,8 @@ int sl_watch_start(sl_core_t *c) {
   uv_signal_init(&c->loop, &wt->sighup);
   wt->sighup.data = c;
   uv_signal_start(&wt->sighup, on_hup, SIGHUP);
+  uv_timer_init(&c->loop, &wt->deadline);
+  wt->deadline.data = wt;
   for (int i = 0; i < wt->n; i++) {
     uv_timer_init(&c->loop, &wt->scripts[i].debounce);
     wt->scripts[i].debounce.data = &wt->scripts[i];
@@ -476,6 +523,7 @@ void sl_watch_stop(sl_core_t *c) {
   if (!wt || !wt->handles)
     return;
   close_handle((uv_handle_t *)&wt->sighup);
+  close_handle((uv_handle_t *)&wt->deadline);
   for (int d = 0; d < wt->n_dirs; d++)
     close_handle((uv_handle_t *)&wt->dirs[d].ev);
   for (int i = 0; i < wt->n; i++) {
