@@ -338,7 +338,16 @@ local function flush_chan(w, ch)
   ch.n = 0
 end
 
+local run_local
+
 local function flush_all(w)
+  -- local batches first, upstream first (w.order is topological): running
+  -- one may fill a later one, and fill channels
+  local order = w.order
+  for i = 1, #order do
+    local d = order[i]
+    if d.ln > 0 then run_local(w, d) end
+  end
   local chans = w.chan_list
   for i = 1, #chans do
     local ch = chans[i]
@@ -382,17 +391,43 @@ local function on_error(w, inst, err, v, k, t)
   -- "skip": counted and logged, nothing else
 end
 
--- A chained (forward, same worker) downstream call: the Lua value as is.
+-- Runs what a same-worker upstream handed to instance d (deliver): its own
+-- batch loop over the pending {v,k,t,...} array, as on_batch does for a
+-- channel's batch (one pcall per run, restarted after a failing record).
+run_local = function(w, d)
+  local n3 = d.ln
+  d.ln = 0
+  if w.failed or d.closed then return end
+  local t = d.lpend
+  local nrec = n3 / 3
+  local st = d.stats
+  st.records_in = st.records_in + nrec
+  local i = 1
+  while i <= nrec do
+    local ok, err = pcall(d.run_records, d, t, i, nrec)
+    if ok then break end
+    local c = d.cur
+    local j = 3 * c
+    on_error(w, d, err, t[j - 2], t[j - 1], t[j])
+    if w.failed then break end
+    i = c + 1
+  end
+end
+
+-- A same-worker downstream (chained, or a local target of any grouping):
+-- the Lua value as is, queued in d's local batch; run when it is full and
+-- by flush_all at the end of every call into this worker (so before any
+-- barrier, snapshot or swap: nothing is pending between calls).
 local function deliver(w, d, v, k, t)
   if w.failed or d.closed then return end
-  local st = d.stats
-  st.records_in = st.records_in + 1
-  local ctx = d.ctx
-  ctx.key = k
-  ctx.time = t
-  if k ~= nil then ctx.state = d.states[k] else ctx.state = nil end
-  local ok, err = pcall(d.process, ctx, v)
-  if not ok then on_error(w, d, err, v, k, t) end
+  local n = d.ln
+  local lp = d.lpend
+  lp[n + 1] = v
+  lp[n + 2] = k
+  lp[n + 3] = t
+  n = n + 3
+  d.ln = n
+  if n >= 3 * BATCH then run_local(w, d) end
 end
 
 -- To a channel (encoded, batched) or a local target (a direct call).
@@ -505,14 +540,14 @@ local function make_sender(w, inst, out, out_index, nocache)
       local d = ch.direct
       if d then
         if w.failed or d.closed then return end
-        local dst = d.stats
-        dst.records_in = dst.records_in + 1
-        local dctx = d.ctx
-        dctx.key = k
-        dctx.time = t
-        dctx.state = d.states[k]
-        local ok, err = pcall(d.process, dctx, v)
-        if not ok then on_error(w, d, err, v, k, t) end
+        local n = d.ln
+        local lp = d.lpend
+        lp[n + 1] = v
+        lp[n + 2] = k
+        lp[n + 3] = t
+        n = n + 3
+        d.ln = n
+        if n >= 3 * BATCH then run_local(w, d) end
       else
         local n = ch.n
         local pend = ch.pend
@@ -734,6 +769,8 @@ local function build_instance(w, plan, idesc)
     tset = {},       -- key slot -> { [t] = true }: pending timers (dedupe)
     desc = idesc,
     version = 1,     -- 1 + the reloads swapped in
+    lpend = tnew(3 * BATCH, 0), -- records from same-worker upstreams (deliver)
+    ln = 0,                      -- 3 x how many
   }
   local env = instance_env(w, node, inst.component)
   local script = node.script
