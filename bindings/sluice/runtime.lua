@@ -24,12 +24,28 @@
 -- instance has its own batch loop (RUN_RECORDS_SRC), key routing caches
 -- string key -> channel (make_sender), and batches between operators mark
 -- key == value with SAME instead of encoding the same string twice.
+--
+-- This file is the entry point and holds the hot path: the batch loop,
+-- emit, senders, the local exchange, channels and their flushing, error
+-- routing, timers as ctx:timer sets them; and the worker's life (open,
+-- on_batch, on_end, on_timer). Those functions reach each other through
+-- upvalues of this one chunk; keep them together. The cold parts are
+-- modules of their own, installed on the worker at the end of this file:
+--   runtime_port      the port over the C API (rt.ffi_port)
+--   runtime_sandbox   an operator script's globals (rt.make_env)
+--   runtime_heap      the timer heap
+--   runtime_snapshot  w:snapshot/restore(_groups): state and timers as bytes
+--   runtime_json      rt.to_json, w:state_json (the admin API)
+--   runtime_reload    hot reload: w:prepare/commit/abort_reload, swap_ready
 
 local ffi = require("ffi")
 local buffer = require("string.buffer")
 local tnew = require("table.new")
 local tclear = require("table.clear")
 local jit = require("jit")
+local heap = require("sluice.runtime_heap")
+local port_mod = require("sluice.runtime_port")
+local sandbox = require("sluice.runtime_sandbox")
 
 local type, tostring, pcall, error, next, rawget, rawset, setmetatable,
       select, floor, concat, format =
@@ -49,84 +65,9 @@ local ROUTE_CACHE = 16384
 local LEVELS = { debug = 0, info = 1, warn = 2, error = 3 }
 M.LEVELS = LEVELS
 
--------------------------------------------------------------------------------
--- The port over the C API (server/luaapi.h)
--------------------------------------------------------------------------------
-
--- KEEP IN SYNC with server/luaapi.h.
-local CDEF = [[
-typedef struct sl_lua_api_s {
-  void *ctx;
-  void (*push)(void *ctx, int32_t cid, const uint8_t *data, size_t len,
-               uint32_t nrec);
-  uint32_t (*hash)(const char *s, size_t n);
-  void (*log)(int level, const char *component, const char *msg);
-  void (*fail)(void *ctx, int code, const char *msg);
-  double (*now_ms)(void);
-} sl_lua_api_t;
-]]
-
-local function cdef_once()
-  if not pcall(ffi.typeof, "sl_lua_api_t") then
-    ffi.cdef(CDEF)
-  end
-end
-M.cdef = cdef_once
-
-local function missing(name)
-  return function()
-    error("sluice port: " .. name .. " is not available here (NULL in sl_lua_api_t)", 2)
-  end
-end
-
--- rt.ffi_port(api) -> port. `api` is a lightuserdata (or cdata) pointing to
--- an sl_lua_api_t. Fields that are NULL become functions that raise.
-function M.ffi_port(api_ud)
-  cdef_once()
-  assert(api_ud ~= nil, "ffi_port: api pointer is nil")
-  local api = ffi.cast("sl_lua_api_t *", api_ud)
-  local port = { api = api }
-  local cctx = api.ctx
-  if api.push ~= nil then
-    local push = api.push
-    port.push = function(cid, buf, nrec)
-      local p, len = buf:ref()
-      push(cctx, cid, p, len, nrec)
-    end
-  else
-    port.push = missing("push")
-  end
-  if api.hash ~= nil then
-    local hash = api.hash
-    port.hash = function(s) return hash(s, #s) end
-    port.hash_ffi = hash
-  else
-    port.hash = missing("hash")
-  end
-  if api.log ~= nil then
-    local log = api.log
-    port.log = function(level, component, msg)
-      log(level, tostring(component), tostring(msg))
-    end
-  else
-    port.log = function(level, component, msg)
-      io.stderr:write(format("%s %s: %s\n", level, tostring(component), tostring(msg)))
-    end
-  end
-  if api.fail ~= nil then
-    local fail = api.fail
-    port.fail = function(code, msg) fail(cctx, code, tostring(msg)) end
-  else
-    port.fail = missing("fail")
-  end
-  if api.now_ms ~= nil then
-    local now_ms = api.now_ms
-    port.now = function() return now_ms() end
-  else
-    port.now = missing("now_ms")
-  end
-  return port
-end
+-- The port over the C API: runtime_port.
+M.cdef = port_mod.cdef
+M.ffi_port = port_mod.ffi_port
 
 -------------------------------------------------------------------------------
 -- Helpers
@@ -163,118 +104,12 @@ local function errstr(e)
   return tostring(e)
 end
 
--------------------------------------------------------------------------------
--- Sandbox
--------------------------------------------------------------------------------
+-- The sandbox: runtime_sandbox.
+M.make_env = sandbox.make_env
+local instance_env = sandbox.instance_env
 
-local function copy(t)
-  local c = {}
-  for k, v in next, t do c[k] = v end
-  return c
-end
-
-local SAFE_BASE = {
-  "assert", "error", "ipairs", "next", "pairs", "pcall", "xpcall", "select",
-  "tonumber", "tostring", "type", "unpack", "rawget", "rawset", "rawequal",
-  "setmetatable", "getmetatable",
-}
-
-local SAFE_REQUIRE = {
-  ["string.buffer"] = true, ["table.new"] = true, ["table.clear"] = true,
-  ["bit"] = true,
-}
-
--- Builds a fresh global table for one operator instance.
--- `allow` is the node's set: io, os, ffi, require.
-local function make_env(allow, print_fn)
-  allow = allow or {}
-  local env = {}
-  for _, name in ipairs(SAFE_BASE) do env[name] = _G[name] end
-  env._VERSION = _VERSION
-  env.print = print_fn
-  env.string = copy(string)
-  local t = copy(table)
-  t.new, t.clear = tnew, tclear
-  t.unpack = t.unpack or unpack
-  env.table = t
-  env.math = copy(math)
-  env.bit = copy(require("bit"))
-  env.coroutine = copy(coroutine)
-  if allow.os then
-    env.os = copy(os)
-  else
-    env.os = { time = os.time, clock = os.clock, date = os.date }
-  end
-  if allow.io then env.io = io end
-  if allow.require then
-    env.require = require
-  else
-    local ffi_ok = allow.ffi
-    env.require = function(name)
-      if SAFE_REQUIRE[name] or (ffi_ok and name == "ffi") then
-        return require(name)
-      end
-      error(format("require '%s' is not allowed in an operator script " ..
-                   "(the conf can grant it with allow = { 'require' })",
-                   tostring(name)), 2)
-    end
-  end
-  if allow.ffi then env.ffi = ffi end
-  env._G = env
-  return env
-end
-M.make_env = make_env
-
--------------------------------------------------------------------------------
--- Timer heap (per worker): entries { t, seq, inst, key }, ordered by (t, seq)
--------------------------------------------------------------------------------
-
-local function h_less(a, b)
-  if a[1] ~= b[1] then return a[1] < b[1] end
-  return a[2] < b[2]
-end
-
-local function heap_push(h, e)
-  local n = #h + 1
-  h[n] = e
-  while n > 1 do
-    local p = floor(n / 2)
-    if h_less(h[n], h[p]) then
-      h[n], h[p] = h[p], h[n]
-      n = p
-    else
-      break
-    end
-  end
-end
-
-local function heap_pop(h)
-  local n = #h
-  if n == 0 then return nil end
-  local top = h[1]
-  h[1] = h[n]
-  h[n] = nil
-  n = n - 1
-  local i = 1
-  while true do
-    local l, r, m = 2 * i, 2 * i + 1, i
-    if l <= n and h_less(h[l], h[m]) then m = l end
-    if r <= n and h_less(h[r], h[m]) then m = r end
-    if m == i then break end
-    h[i], h[m] = h[m], h[i]
-    i = m
-  end
-  return top
-end
-
-local function heap_rebuild(h, keep)
-  local all = {}
-  for i = 1, #h do all[i] = h[i] end
-  tclear(h)
-  for i = 1, #all do
-    if keep(all[i]) then heap_push(h, all[i]) end
-  end
-end
+-- The timer heap (per worker): runtime_heap.
+local heap_push, heap_pop, heap_rebuild = heap.push, heap.pop, heap.rebuild
 
 -------------------------------------------------------------------------------
 -- The worker
@@ -714,17 +549,6 @@ return function(inst, t, from, nrec)
 end
 ]]
 
--- A fresh sandbox for one instance of `node` (print logs as the instance).
-local function instance_env(w, node, component)
-  local port = w.port
-  return make_env(node.allow, function(...)
-    local n = select("#", ...)
-    local parts = {}
-    for i = 1, n do parts[i] = tostring((select(i, ...))) end
-    port.log(1, component, concat(parts, " "))
-  end)
-end
-
 -- Runs a compiled chunk and checks what it returns: op, or nil, err.
 -- `where` names the script in errors ("scripts/x.lua").
 local function op_of_chunk(node, chunk, where)
@@ -906,8 +730,8 @@ function W:open()
   return true
 end
 
-
--- Emits and timers a reloaded version's open asked for (reload, below).
+-- Emits and timers a reloaded version's open asked for (runtime_reload's
+-- release_held, set at the end of this file).
 local release_held
 
 function W:on_batch(gid, ptr, len, nrec)
@@ -1018,103 +842,6 @@ function W:state(gid, key)
   return inst.states[key]
 end
 
--- JSON text of a Lua value, for the admin server. Tables with only keys
--- 1..n are arrays, others objects (keys as strings); NaN and infinities
--- are null; functions, userdata and cycles become strings; depth <= 32.
-local function json_str(s)
-  return '"' .. s:gsub('[%c"\\\128-\255]', function(c)
-    if c == '"' then return '\\"' elseif c == "\\" then return "\\\\" end
-    local b = c:byte()
-    if b < 32 or b == 127 then return format("\\u%04x", b) end
-    return c -- UTF-8 bytes pass through
-  end) .. '"'
-end
-
-local function to_json(v, depth, seen)
-  local t = type(v)
-  if t == "string" then return json_str(v) end
-  if t == "number" then
-    if v ~= v or v == math.huge or v == -math.huge then return "null" end
-    if v == floor(v) and v > -2^53 and v < 2^53 then return format("%d", v) end
-    return format("%.17g", v)
-  end
-  if t == "boolean" then return tostring(v) end
-  if v == nil then return "null" end
-  if t ~= "table" or depth > 32 or seen[v] then return json_str(tostring(v)) end
-  seen[v] = true
-  local n, count = #v, 0
-  for _ in next, v do count = count + 1 end
-  local parts = {}
-  if n > 0 and n == count then
-    for i = 1, n do parts[i] = to_json(v[i], depth + 1, seen) end
-    seen[v] = nil
-    return "[" .. concat(parts, ",") .. "]"
-  end
-  for k, x in next, v do
-    parts[#parts + 1] = json_str(tostring(k)) .. ":" .. to_json(x, depth + 1, seen)
-  end
-  table.sort(parts)
-  seen[v] = nil
-  return "{" .. concat(parts, ",") .. "}"
-end
-M.to_json = function(v) return to_json(v, 0, {}) end
-
--- The admin server's GET /state/OP/KEY: JSON of key's live state in
--- instance gid (key as a string, or else as the number it spells), or nil.
-function W:state_json(gid, key)
-  local inst = get_inst(self, gid, "state")
-  local st = inst.states[key]
-  if st == nil and tonumber(key) then st = inst.states[tonumber(key)] end
-  if st == nil then return nil end
-  return to_json(st, 0, {})
-end
-
--- Snapshot of one instance's keyed state and pending timers, as bytes
--- (string.buffer encoded): { v = 1, states = { [key] = state },
--- nil_state = state|nil, timers = { { t = ms, key = key|nil }, ... } }.
--- Empty state tables are left out.
-function W:snapshot(gid)
-  local inst = get_inst(self, gid, "snapshot")
-  local states = {}
-  for k, s in next, inst.states do
-    if next(s) ~= nil then states[k] = s end
-  end
-  local ns = inst.nil_state
-  if ns and next(ns) == nil then ns = nil end
-  local timers, n = {}, 0
-  for slot, set in next, inst.tset do
-    local key = slot
-    if key == NILKEY then key = nil end
-    for t in next, set do
-      n = n + 1
-      timers[n] = { t = t, key = key }
-    end
-  end
-  table.sort(timers, function(a, b) return a.t < b.t end)
-  return buffer.encode({ v = 1, states = states, nil_state = ns, timers = timers })
-end
-
--- Replaces one instance's keyed state and timers with a snapshot.
-function W:restore(gid, bytes)
-  local inst = get_inst(self, gid, "restore")
-  local ok, snap = pcall(buffer.decode, bytes)
-  if not ok or type(snap) ~= "table" or snap.v ~= 1 then
-    error(format("restore: %s: not a sluice state snapshot (%s)", inst.component,
-                 ok and "bad shape" or errstr(snap)), 0)
-  end
-  local states = inst.states
-  tclear(states)
-  for k, s in next, snap.states or {} do states[k] = s end
-  inst.nil_state = snap.nil_state
-  rawset(inst.ctx, "state", nil)
-  inst.tset = {}
-  heap_rebuild(self.heap, function(e) return e[3] ~= inst end)
-  for _, tm in ipairs(snap.timers or {}) do
-    add_timer(self, inst, tm.key, tm.t)
-  end
-  return true
-end
-
 -- The gids hosted here, upstream first.
 function W:gids()
   local r = {}
@@ -1122,264 +849,24 @@ function W:gids()
   return r
 end
 
--- Checkpoints: keyed state and timers by key group, so that a pipeline
--- restored with another parallelism finds every key (Flink's key groups:
--- group = hash(key) % max_parallelism, as the key grouping routes it).
-local function key_group(w, key)
-  local s = key
-  if type(s) ~= "string" then
-    if s == nil then s = "" else s = tostring(s) end
-  end
-  return w.port.hash(s) % w.max_parallelism
-end
-
--- { [group] = bytes } for one instance (groups without state are absent).
-function W:snapshot_groups(gid)
-  local inst = get_inst(self, gid, "snapshot")
-  local groups = {}
-  local function group(key)
-    local kg = key_group(self, key)
-    local g = groups[kg]
-    if not g then
-      g = { v = 1, states = {}, timers = {} }
-      groups[kg] = g
-    end
-    return g
-  end
-  for k, s in next, inst.states do
-    if next(s) ~= nil then group(k).states[k] = s end
-  end
-  local ns = inst.nil_state
-  if ns and next(ns) ~= nil then group(nil).nil_state = ns end
-  for slot, set in next, inst.tset do
-    local key = slot
-    if key == NILKEY then key = nil end
-    local timers = group(key).timers
-    for t in next, set do timers[#timers + 1] = { t = t, key = key } end
-  end
-  local out, enc = {}, self.enc
-  for kg, g in next, groups do
-    enc:reset()
-    enc:encode(g)
-    out[kg] = enc:tostring()
-  end
-  enc:reset()
-  return out
-end
-
--- Adds the key groups in `list` (bytes from snapshot_groups) to an instance.
-function W:restore_groups(gid, list)
-  local inst = get_inst(self, gid, "restore")
-  local states = inst.states
-  for _, bytes in ipairs(list) do
-    local ok, g = pcall(buffer.decode, bytes)
-    if not ok or type(g) ~= "table" or g.v ~= 1 then
-      error(format("restore: %s: not a sluice key-group snapshot (%s)",
-                   inst.component, ok and "bad shape" or errstr(g)), 0)
-    end
-    for k, st in next, g.states or {} do states[k] = st end
-    if g.nil_state then inst.nil_state = g.nil_state end
-    for _, tm in ipairs(g.timers or {}) do add_timer(self, inst, tm.key, tm.t) end
-  end
-  rawset(inst.ctx, "state", nil)
-  return true
-end
-
-
 -------------------------------------------------------------------------------
--- Hot reload of operator scripts (docs/reload.md)
---
---   w:prepare_reload(script [, src [, chunkname]]) -> true, n | nil, err
---   w:commit_reload(script [, at_barrier])         -> next_timer_ms | -1
---   w:abort_reload(script)
---   w:swap_ready(gid)                              -> next_timer_ms | -1
---
--- prepare: for every instance here whose node runs `script` (absolute path,
--- as in the plan), compile `src` (default: the file's content) in a fresh
--- sandbox and run its open with a staging ctx: the instance's ctx for
--- reading, but emits and timers are held and fields it sets are kept aside.
--- Nothing the running version uses is touched. commit: swap the prepared
--- version in now, or (at_barrier) mark it ready, to be swapped by
--- swap_ready(gid) when the core sees the next checkpoint barrier pass the
--- instance. abort: drop what prepare built.
+-- The cold parts: runtime_json, runtime_snapshot and runtime_reload add their
+-- methods to W, and get what they use of this file.
 -------------------------------------------------------------------------------
 
--- ctx for a prepared version's open: reads fall through to the live ctx
--- (params, instance, log, ...) with key = nil, time = now; emit and timer
--- are recorded in `held`; fields open sets stay in the staging table.
-local function staging_ctx(inst, op, now, held)
-  local real = inst.ctx
-  local function emit(_, v, k, t)
-    if t == nil then t = now end
-    if type(t) ~= "number" then error("ctx:emit: time must be a number (ms)", 2) end
-    held[#held + 1] = { v, k, t }
-  end
-  local function timer(_, t, domain)
-    check_timer(t, domain, op.timer)
-    held[#held + 1] = { timer = t }
-  end
-  return setmetatable({}, { __index = function(_, k)
-    if k == "emit" then return emit end
-    if k == "timer" then return timer end
-    if k == "key" then return nil end
-    if k == "time" then return now end
-    if k == "state" then
-      local st = inst.nil_state
-      if st == nil then st = {}; inst.nil_state = st end
-      return st
-    end
-    return real[k]
-  end })
-end
-
-local function script_name(inst)
-  local cn = inst.node.chunkname
-  if type(cn) == "string" and cn:sub(1, 1) == "@" then return cn:sub(2) end
-  return inst.node.script
-end
-
-function W:prepare_reload(script, src, chunkname)
-  local list = {}
-  for _, inst in ipairs(self.order) do
-    if inst.node.script == script then
-      inst.prepared = nil
-      if not inst.closed then list[#list + 1] = inst end
-    end
-  end
-  if #list == 0 then return true, 0 end
-  local where = script_name(list[1])
-  if chunkname then where = chunkname:gsub("^@", "") end
-  if src == nil then
-    local f, ferr = io.open(script, "rb")
-    if not f then return nil, format("%s: cannot read: %s", where, errstr(ferr)) end
-    src = f:read("*a")
-    f:close()
-  end
-  chunkname = chunkname or ("@" .. where)
-  local now = self.port.now()
-  local prepared = {}
-  for i, inst in ipairs(list) do
-    local env = instance_env(self, inst.node, inst.component)
-    local chunk, cerr = load(src, chunkname, "t", env)
-    if not chunk then return nil, errstr(cerr) end
-    local op, oerr = op_of_chunk(inst.node, chunk, where)
-    if not op then return nil, oerr end
-    local held = {}
-    local sctx = staging_ctx(inst, op, now, held)
-    if op.open then
-      local ok, err = pcall(op.open, sctx)
-      if not ok then
-        return nil, format("%s (in open of %s)", errstr(err), inst.component)
-      end
-    end
-    prepared[i] = { op = op, env = env, ctx = sctx, held = held, where = where }
-  end
-  for i, inst in ipairs(list) do inst.prepared = prepared[i] end
-  return true, #list
-end
-
--- Emits and timers that a reloaded version's open asked for.
-release_held = function(w, inst)
-  local held = inst.held
-  inst.held = nil
-  local ctx = inst.ctx
-  ctx.key = nil
-  ctx.state = nil
-  for _, h in ipairs(held) do
-    if h.timer then
-      add_timer(w, inst, nil, h.timer)
-    else
-      ctx.time = h[3]
-      local ok, err = pcall(ctx.emit, ctx, h[1], h[2], h[3])
-      if not ok then on_error(w, inst, err, h[1], h[2], h[3]) end
-    end
-  end
-end
-
-local function swap(w, inst, p)
-  local op = p.op
-  inst.op, inst.env = op, p.env
-  inst.process, inst.timer = op.process, op.timer
-  inst.run_records = make_run_records(inst)
-  inst.version = inst.version + 1
-  local ctx = inst.ctx
-  for k, v in next, p.ctx do
-    if k ~= "key" and k ~= "time" and k ~= "state" then ctx[k] = v end
-  end
-  rawset(ctx, "state", nil)
-  if op.timer == nil and next(inst.tset) ~= nil then
-    w.port.log(2, inst.component, "the new version has no op.timer: its pending timers are dropped")
-    inst.tset = {}
-    heap_rebuild(w.heap, function(e) return e[3] ~= inst end)
-  end
-  local migrate = op.migrate
-  if migrate then
-    local states = inst.states
-    for k, st in next, states do
-      local ok, r = pcall(migrate, st, k)
-      if not ok then
-        on_error(w, inst, "migrate: " .. errstr(r), nil, k, w.port.now())
-      elseif type(r) == "table" then
-        states[k] = r
-      end
-    end
-    local ns = inst.nil_state
-    if ns ~= nil then
-      local ok, r = pcall(migrate, ns, nil)
-      if not ok then
-        on_error(w, inst, "migrate: " .. errstr(r), nil, nil, w.port.now())
-      elseif type(r) == "table" then
-        inst.nil_state = r
-      end
-    end
-  end
-  w.port.log(1, "reload", format("operator %s[%d] now runs %s (version %d)",
-    inst.name, inst.index, p.where, inst.version))
-  if #p.held > 0 then inst.held = p.held end
-end
-
-function W:commit_reload(script, at_barrier)
-  for _, inst in ipairs(self.order) do
-    local p = inst.prepared
-    if inst.node.script == script and p then
-      inst.prepared = nil
-      if at_barrier then
-        inst.swap_ready = p
-      else
-        inst.swap_ready = nil
-        swap(self, inst, p)
-        if inst.held then release_held(self, inst) end
-      end
-    end
-  end
-  flush_all(self)
-  return next_timer(self)
-end
-
-function W:abort_reload(script)
-  for _, inst in ipairs(self.order) do
-    if inst.node.script == script then inst.prepared = nil end
-  end
-end
-
--- The core saw a checkpoint barrier pass instance gid (after its snapshot):
--- a committed version waiting for it is swapped in now. Emits its open
--- asked for go out with the instance's next batch.
-function W:swap_ready(gid)
-  local inst = self.insts[gid]
-  local p = inst and inst.swap_ready
-  if p then
-    inst.swap_ready = nil
-    swap(self, inst, p)
-  end
-  flush_all(self)
-  return next_timer(self)
-end
-
--- The version an instance runs (1 + the reloads swapped in).
-function W:version(gid)
-  return get_inst(self, gid, "version").version
-end
+local internals = {
+  get_inst = get_inst, next_timer = next_timer, flush_all = flush_all,
+  on_error = on_error, add_timer = add_timer, check_timer = check_timer,
+  op_of_chunk = op_of_chunk, make_run_records = make_run_records,
+  errstr = errstr, NILKEY = NILKEY,
+}
+local json = require("sluice.runtime_json")
+json.install(W, internals)
+M.to_json = json.to_json
+require("sluice.runtime_snapshot").install(W, internals)
+local reload = require("sluice.runtime_reload")
+reload.install(W, internals)
+release_held = reload.release_held
 
 M.Worker = W
 M.NILKEY = NILKEY
