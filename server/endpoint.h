@@ -112,6 +112,9 @@ typedef struct sl_sink_vt_s {
    *   published file will have once id commits). 0 ok, -1 logged.
    * commit: checkpoint id is stored: publish what was staged up to its
    *   precommit (in order; asynchronous is fine). 0 ok, -1 logged.
+   * precommit may also return 1: not now (its store is out of reach; it
+   *   keeps what it staged): the core holds the barrier at the sink (its
+   *   inputs stay blocked) and calls precommit again every 100 ms.
    * restore: called once BEFORE start with the state of the checkpoint
    *   being restored (NULL, 0 when starting empty): bring the published
    *   output back to exactly that state (e.g. truncate, or finish an

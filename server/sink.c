@@ -18,6 +18,10 @@ typedef struct sl_sink_core_s {
   sl_core_t *c;
   int gid;
   int started, finishing;
+  /* a precommit the sink put off (it returned 1): asked again every flush
+   * tick; until then the barrier is held here (the inputs stay blocked) */
+  int later;
+  uint64_t later_id; /* the checkpoint id, or SL_CKPT_FINAL */
 } sl_sink_core_t;
 
 static const sl_sink_vt_t *vt_of(const char *kind) {
@@ -56,34 +60,70 @@ static void finished(sl_sink_t *k) {
   sl_core_done(kc->c);
 }
 
-/* Pre-commits for checkpoint id (SL_CKPT_FINAL at the end) and acks it. */
-static void precommit(sl_sink_t *k, uint64_t id) {
+/* Pre-commits for checkpoint id (SL_CKPT_FINAL at the end) and acks it.
+ * 0 done (or nothing to do); 1 the sink put it off (kc->later); -1 failed
+ * (the pipeline fails). */
+static int precommit(sl_sink_t *k, uint64_t id) {
   sl_sink_core_t *kc = k->core;
   sl_core_t *c = kc->c;
   if (!c->coord || (id == SL_CKPT_FINAL && !sl_checkpoint_at_end(c)))
-    return;
+    return 0;
   sl_buf_t state;
   sl_buf_init(&state);
-  if (k->vt->precommit && k->vt->precommit(k, id, &state)) {
+  int rc = k->vt->precommit ? k->vt->precommit(k, id, &state) : 0;
+  if (rc == 1) {
+    sl_buf_free(&state);
+    kc->later = 1;
+    kc->later_id = id;
+    return 1;
+  }
+  if (rc) {
     sl_buf_free(&state);
     sl_core_fail(c, 3);
-    return;
+    return -1;
   }
   sl_ack_t *a = sl_ack_create(id, kc->gid, 1);
   if (!a) {
     sl_buf_free(&state);
     sl_core_fail(c, 3);
-    return;
+    return -1;
   }
   a->parts[0].kg = -1;
   a->parts[0].blob = sl_buf_take(&state, &a->parts[0].len);
   sl_checkpoint_ack(c, a);
+  return 0;
 }
 
 static void barrier_complete(sl_sink_t *k, uint64_t id) {
   sl_sink_core_t *kc = k->core;
-  precommit(k, id);
+  if (precommit(k, id) != 1)
+    sl_align_done(kc->c, kc->gid);
+}
+
+/* Every input ended: the final precommit, then finish. */
+static void end_all(sl_sink_t *k) {
+  sl_sink_core_t *kc = k->core;
+  kc->finishing = 1;
+  if (precommit(k, SL_CKPT_FINAL) != 1)
+    k->vt->finish(k, finished);
+}
+
+/* Flush tick: ask a sink that put its precommit off again. */
+static void retry_later(sl_sink_t *k) {
+  sl_sink_core_t *kc = k->core;
+  kc->later = 0;
+  int rc = precommit(k, kc->later_id);
+  if (rc == 1)
+    return;
+  if (kc->later_id == SL_CKPT_FINAL && kc->finishing) {
+    k->vt->finish(k, finished);
+    return;
+  }
   sl_align_done(kc->c, kc->gid);
+  if (kc->c->insts[kc->gid].open_inputs == 0 && !kc->finishing)
+    end_all(k); /* the inputs ended while the barrier was held */
+  else
+    uv_async_send(&kc->c->wake); /* its inputs may be read again */
 }
 
 static void handle(sl_sink_t *k, int in_index, sl_batch_t *b) {
@@ -106,11 +146,8 @@ static void handle(sl_sink_t *k, int in_index, sl_batch_t *b) {
   } else {
     if (sl_align_end(kc->c, kc->gid, in_index))
       barrier_complete(k, rt->align.id);
-    if (--rt->open_inputs == 0 && !kc->finishing) {
-      kc->finishing = 1;
-      precommit(k, SL_CKPT_FINAL);
-      k->vt->finish(k, finished);
-    }
+    if (--rt->open_inputs == 0 && !kc->finishing && !kc->later)
+      end_all(k);
   }
   sl_batch_destroy(b);
 }
@@ -120,6 +157,8 @@ static int feed(sl_core_t *c, sl_sink_t *k) {
   sl_sink_core_t *kc = k->core;
   const sl_plan_inst_t *pi = &c->plan->insts[kc->gid];
   int work = 0;
+  if (kc->later)
+    return 0; /* a barrier is held here until its precommit is done */
   for (int i = 0; i < pi->n_in_ch; i++) {
     sl_channel_t *ch = &c->chans[pi->in_ch[i]];
     for (int n = 0; n < SL_SINK_BATCHES_PER_TURN && !k->busy; n++) {
@@ -196,9 +235,14 @@ int sl_core_sinks_pump(sl_core_t *c) {
 }
 
 void sl_core_sinks_flush(sl_core_t *c) {
-  for (int i = 0; i < c->n_sinks; i++)
-    if (((sl_sink_core_t *)c->sinks[i].core)->started)
-      c->sinks[i].vt->flush(&c->sinks[i]);
+  for (int i = 0; i < c->n_sinks; i++) {
+    sl_sink_core_t *kc = c->sinks[i].core;
+    if (!kc->started)
+      continue;
+    c->sinks[i].vt->flush(&c->sinks[i]);
+    if (kc->later && !atomic_load(&c->exit_code))
+      retry_later(&c->sinks[i]);
+  }
 }
 
 static void closed(sl_sink_t *k) {

@@ -43,8 +43,11 @@
  * yet committed when id was precommitted, oldest first, id's own last.
  *
  * Faults: as for the whole sink (sink_redis.c), with blocking calls: a 1 s
- * connect timeout and a 60 s reply timeout; restore and start wait up to
- * 30 s for Redis.
+ * connect timeout, 2 s for the handshake, 10 s for a reply (60 s for the
+ * commit script); restore and start wait up to 30 s for Redis. While Redis
+ * is away, flushes keep the entries (back-pressure past RS_MAX_BYTES) and
+ * precommit returns 1 (the core holds the barrier and asks again) instead
+ * of blocking: the I/O thread, and so the admin API, stay responsive.
  */
 #include "log.h"
 #include "sink_redis_impl.h"
@@ -59,7 +62,11 @@
 #define SL_SINK_FINAL_ID UINT64_MAX /* checkpoint.h: SL_CKPT_FINAL */
 #define RS_STAGE_AT (1u << 20)
 #define RS_CONNECT_TIMEOUT_MS 1000
-#define RS_REPLY_TIMEOUT_S 60
+#define RS_REPLY_TIMEOUT_S 10 /* a reply, on the I/O thread */
+#define RS_COMMIT_TIMEOUT_S                                                    \
+  60                             /* the commit script's (it replays a whole    \
+                                    checkpoint's entries) */
+#define RS_HELLO_TIMEOUT_MS 2000 /* AUTH, SELECT, PING after connecting */
 #define RS_STATE_VERSION 1
 
 /* ---- the checkpoint state's integers ---- */
@@ -93,8 +100,9 @@ static redisContext *rs_s_connect(const sl_redis_url_t *u, char *why,
     redisFree(c);
     return NULL;
   }
-  struct timeval rt = {RS_REPLY_TIMEOUT_S, 0};
-  redisSetTimeout(c, rt);
+  struct timeval hello = {RS_HELLO_TIMEOUT_MS / 1000,
+                          (RS_HELLO_TIMEOUT_MS % 1000) * 1000};
+  redisSetTimeout(c, hello); /* a hung Redis accepts, then never answers */
   char db[16];
   snprintf(db, sizeof db, "%d", u->db);
   for (int i = 0; i < 3; i++) {
@@ -112,6 +120,8 @@ static redisContext *rs_s_connect(const sl_redis_url_t *u, char *why,
     }
     freeReplyObject(r);
   }
+  struct timeval rt = {RS_REPLY_TIMEOUT_S, 0};
+  redisSetTimeout(c, rt);
   return c;
 }
 
@@ -226,7 +236,11 @@ static int rs_s_commit(redisContext *c, const char *name, const char *marker,
 #undef NUM
   for (size_t i = 0; i < a; i++)
     lens[i] = strlen(argv[i]);
+  struct timeval long_wait = {RS_COMMIT_TIMEOUT_S, 0};
+  struct timeval normal = {RS_REPLY_TIMEOUT_S, 0};
+  redisSetTimeout(c, long_wait);
   redisReply *r = redisCommandArgv(c, (int)a, argv, lens);
+  redisSetTimeout(c, normal);
   for (size_t i = 0; i < n; i++)
     free((char *)argv[5 + i]);
   if (!r) {
@@ -561,10 +575,12 @@ int sl_rsink_eo_precommit(sl_sink_t *k, uint64_t id, sl_buf_t *state) {
            k->cfg->name, id);
     return -1;
   }
-  /* a push that fails on a broken connection reconnects (blocking) and
-   * pushes again until it lands or 30 s pass */
-  if (sl_rsink_eo_push_all(l) < 0)
-    return -1;
+  /* Redis away (no connection, or the push broke it): put the precommit
+   * off rather than block the I/O thread; the core asks again every
+   * 100 ms, holding the barrier (back-pressure), while the sink's timer
+   * reconnects, or fails the run after connect_timeout (exit 5) */
+  if (l->pend_n > 0 && (!l->sc || rs_e_push(l, 0) < 0))
+    return l->failed ? -1 : 1;
   if (id == SL_SINK_FINAL_ID)
     id = l->final_id = l->last_id + 1;
   l->last_id = id;

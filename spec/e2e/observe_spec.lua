@@ -201,6 +201,53 @@ sink     "out"  { kind = "file", path = "out.txt", from = "op" }
     assert.are.equal(10, http.metric(m, "sluice_operator_errors_total", 'operator="op"'))
   end)
 
+  it("an exactly_once redis sink with Redis away for 3 s: the API stays up, nothing lost or doubled", function()
+    local srv = resp.server(dir .. "/redis")
+    local port = proc.free_port()
+    local N = 30000
+    proc.write_tree(dir, {
+      ["pass.lua"] = PASS,
+      ["p.conf"] = ([[
+pipeline "eo" {
+  workers = 1, admin = %d, guarantee = "exactly_once",
+  checkpoint = { every = "300ms", store = "file://state" },
+}
+source   "g"    { kind = "generator", count = %d, rate = 6000 }
+operator "pass" { script = "pass.lua", from = "g" }
+sink     "out"  { kind = "redis", url = "redis://127.0.0.1:%d", command = "xadd",
+                  key = "out", from = "pass" }
+]]):format(port, N, srv.port),
+    })
+    pid = start(dir, port)
+    proc.sleep(1)
+    assert.are.equal(0, srv:stop())
+    -- Redis is away: the I/O thread does not block on it
+    local t_end, worst, answers = proc.now() + 3, 0, 0
+    while proc.now() < t_end do
+      local t0 = proc.now()
+      local status = http.get(port, "/health", { timeout = 2 })
+      assert.are.equal(200, status)
+      worst = math.max(worst, proc.now() - t0)
+      answers = answers + 1
+      proc.sleep(0.2)
+    end
+    assert.is_true(worst < 0.5, ("/health took %.2f s"):format(worst))
+    srv:start()
+    assert.are.equal(0, proc.wait(pid, 60), proc.tail(proc.read_file(dir .. "/stderr")))
+    local r = assert(resp.connect(srv.port))
+    assert.are.equal(N, r:call("XLEN", "out"))
+    local seen, n = {}, 0
+    for _, e in ipairs(r:call("XRANGE", "out", "-", "+")) do
+      local v = e[2][2]
+      assert.is_nil(seen[v], "twice: " .. v)
+      seen[v], n = true, n + 1
+    end
+    assert.are.equal(N, n)
+    assert.truthy((proc.read_file(dir .. "/stderr")):find("cannot reach redis", 1, true))
+    print(("observe_spec: %d /health answers while Redis was away, the slowest %.0f ms"):format(answers, worst * 1000))
+    srv:stop()
+  end)
+
   it("GET /health is 503 restoring while the checkpoint store is waited for", function()
     local port = proc.free_port()
     local dead = proc.free_port() -- nothing listens there
