@@ -140,7 +140,11 @@ void sl_core_sources_close(sl_core_t *c); /* starts closing handles */
 void sl_core_sources_free(sl_core_t *c);  /* after the loop ended */
 
 /* ---- sink.c: the core side of sinks (I/O thread) ---- */
+/* Allocates the sinks and brings each committing one back to the restored
+ * checkpoint (file truncation, a Redis commit script: blocking). Runs on
+ * the restore's work thread, before sl_core_sinks_start (I/O thread). */
 int sl_core_sinks_create(sl_core_t *c);
+int sl_core_sinks_start(sl_core_t *c);
 int sl_core_sinks_pump(sl_core_t *c); /* 1 if it did work */
 void sl_core_sinks_flush(sl_core_t *c);
 void sl_core_sinks_close(sl_core_t *c);

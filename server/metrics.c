@@ -185,122 +185,141 @@ static double op_queue_cap(sl_core_t *c, int g) {
   return (double)n;
 }
 
-void sl_metrics_render(sl_core_t *c, sl_text_t *out) {
-  const sl_plan_t *p = c->plan;
-  sl_text_t s = *out;
-  metric_head(&s, "up", "gauge",
+/* Of the process: up, uptime, conf reloads, log events. */
+static void process_metrics(sl_text_t *s, sl_core_t *c) {
+  metric_head(s, "up", "gauge",
               "1 while the pipeline runs (GET /health is 200)");
-  sample(&s, c, "up", NULL, NULL, -1, sl_status_running(c));
-  metric_head(&s, "uptime_seconds", "gauge", "Seconds since this run started");
-  sample(&s, c, "uptime_seconds", NULL, NULL, -1,
+  sample(s, c, "up", NULL, NULL, -1, sl_status_running(c));
+  metric_head(s, "uptime_seconds", "gauge", "Seconds since this run started");
+  sample(s, c, "uptime_seconds", NULL, NULL, -1,
          c->started_ms > 0 ? (sl_now_ms() - c->started_ms) / 1000.0 : 0);
-  per_instance(&s, c, SL_NODE_SOURCE, "source_records_out_total", "counter",
+  const sl_conf_reloads_t *cr = c->conf_reloads;
+  metric_head(s, "conf_reloads_total", "counter",
+              "Conf changes by result: ok = valid, the pipeline restarted "
+              "from a savepoint; failed = invalid, it carried on (counted "
+              "across those restarts)");
+  sample(s, c, "conf_reloads_total", "result", "ok", -1,
+         cr ? (double)cr->ok : 0);
+  sample(s, c, "conf_reloads_total", "result", "failed", -1,
+         cr ? (double)cr->failed : 0);
+  metric_head(s, "log_events_total", "counter",
+              "WARN and ERROR log events of the process (GET /status lists "
+              "the last 16)");
+  sample(s, c, "log_events_total", "level", "warn", -1,
+         (double)sl_log_count(SL_LOG_WARN));
+  sample(s, c, "log_events_total", "level", "error", -1,
+         (double)sl_log_count(SL_LOG_ERROR));
+}
+
+/* Per source, operator instance and sink; Lua memory per worker. */
+static void node_metrics(sl_text_t *s, sl_core_t *c) {
+  const sl_plan_t *p = c->plan;
+  per_instance(s, c, SL_NODE_SOURCE, "source_records_out_total", "counter",
                "Records a source emitted", src_out);
-  per_instance(&s, c, SL_NODE_SOURCE, "source_errors_total", "counter",
+  per_instance(s, c, SL_NODE_SOURCE, "source_errors_total", "counter",
                "Records or reads a source rejected", src_errors);
   per_instance(
-      &s, c, SL_NODE_SOURCE, "source_offset", "gauge",
+      s, c, SL_NODE_SOURCE, "source_offset", "gauge",
       "A replayable source's position (file: bytes; generator: records)",
       src_offset);
-  per_instance(&s, c, SL_NODE_SOURCE, "source_lag_bytes", "gauge",
+  per_instance(s, c, SL_NODE_SOURCE, "source_lag_bytes", "gauge",
                "Bytes available to a source but not read yet (file: its size "
                "past the offset)",
                src_lag_bytes);
-  per_instance(&s, c, SL_NODE_SOURCE, "source_lag_records", "gauge",
+  per_instance(s, c, SL_NODE_SOURCE, "source_lag_records", "gauge",
                "Records available to a source but not read yet (a bounded "
                "generator's rest; a Redis Stream's entries not yet delivered "
                "to the group, XINFO GROUPS lag, refreshed every second)",
                src_lag_records);
-  per_instance(&s, c, SL_NODE_SINK, "sink_records_in_total", "counter",
+  per_instance(s, c, SL_NODE_SINK, "sink_records_in_total", "counter",
                "Records a sink received", sink_in);
-  per_instance(&s, c, SL_NODE_SINK, "sink_errors_total", "counter",
+  per_instance(s, c, SL_NODE_SINK, "sink_errors_total", "counter",
                "Records a sink could not write", sink_errors);
-  per_instance(&s, c, SL_NODE_OPERATOR, "operator_records_in_total", "counter",
+  per_instance(s, c, SL_NODE_OPERATOR, "operator_records_in_total", "counter",
                "Records an operator instance processed (published by its "
                "worker every 100 ms while busy)",
                op_in);
-  per_instance(&s, c, SL_NODE_OPERATOR, "operator_records_out_total", "counter",
+  per_instance(s, c, SL_NODE_OPERATOR, "operator_records_out_total", "counter",
                "Records an operator instance emitted", op_out);
-  per_instance(&s, c, SL_NODE_OPERATOR, "operator_errors_total", "counter",
+  per_instance(s, c, SL_NODE_OPERATOR, "operator_errors_total", "counter",
                "Errors raised by an operator instance's process", op_errors);
-  per_instance(
-      &s, c, SL_NODE_OPERATOR, "operator_dead_letters_total", "counter",
-      "Records an operator instance sent to its dead-letter sink", op_dead);
-  per_instance(&s, c, SL_NODE_OPERATOR, "operator_queue_batches", "gauge",
+  per_instance(s, c, SL_NODE_OPERATOR, "operator_dead_letters_total", "counter",
+               "Records an operator instance sent to its dead-letter sink",
+               op_dead);
+  per_instance(s, c, SL_NODE_OPERATOR, "operator_queue_batches", "gauge",
                "Batches waiting in an operator instance's input rings",
                op_queue);
-  per_instance(&s, c, SL_NODE_OPERATOR, "operator_queue_capacity_batches",
+  per_instance(s, c, SL_NODE_OPERATOR, "operator_queue_capacity_batches",
                "gauge", "Capacity of an operator instance's input rings",
                op_queue_cap);
   per_instance_latency(
-      &s, c, SL_NODE_OPERATOR, "operator_latency_seconds",
+      s, c, SL_NODE_OPERATOR, "operator_latency_seconds",
       "Per record taken from a channel: from its batch's creation by the "
       "producer to the end of its processing by this instance (queueing + "
       "processing, including operators it calls directly on its worker)");
-  per_instance(&s, c, SL_NODE_OPERATOR, "operator_busy_seconds_total",
-               "counter",
+  per_instance(s, c, SL_NODE_OPERATOR, "operator_busy_seconds_total", "counter",
                "Time an operator instance spent processing batches taken from "
                "its channels",
                busy_s);
-  per_instance_latency(&s, c, SL_NODE_SINK, "sink_latency_seconds",
+  per_instance_latency(s, c, SL_NODE_SINK, "sink_latency_seconds",
                        "Per record: from its batch's creation by the producer "
                        "to its hand-over to the sink's writer");
-  per_instance(&s, c, SL_NODE_SINK, "sink_busy_seconds_total", "counter",
+  per_instance(s, c, SL_NODE_SINK, "sink_busy_seconds_total", "counter",
                "Time a sink spent in its writer", busy_s);
-  metric_head(&s, "worker_lua_memory_bytes", "gauge",
+  metric_head(s, "worker_lua_memory_bytes", "gauge",
               "Memory of a worker's Lua state (published with the counts)");
   for (int t = 1; c->workers && t <= p->workers; t++)
     if (c->workers[t]) {
       char w[16];
       snprintf(w, sizeof w, "%d", t);
-      sample(&s, c, "worker_lua_memory_bytes", "worker", w, -1,
+      sample(s, c, "worker_lua_memory_bytes", "worker", w, -1,
              (double)sl_worker_lua_bytes(c->workers[t]));
     }
+}
+
+/* The checkpoint coordinator's. */
+static void checkpoint_metrics(sl_text_t *s, sl_core_t *c) {
   sl_checkpoint_stats_t ck;
-  memset(&ck, 0, sizeof ck);
-  if (!c->restoring) /* the restore's thread is building the coordinator */
-    sl_checkpoint_stats(c, &ck);
-  metric_head(&s, "checkpoints_completed_total", "counter",
+  sl_checkpoint_stats(c, &ck);
+  metric_head(s, "checkpoints_completed_total", "counter",
               "Checkpoints stored (including the final one)");
-  sample(&s, c, "checkpoints_completed_total", NULL, NULL, -1,
+  sample(s, c, "checkpoints_completed_total", NULL, NULL, -1,
          (double)ck.completed);
-  metric_head(&s, "checkpoints_failed_total", "counter",
+  metric_head(s, "checkpoints_failed_total", "counter",
               "Checkpoints abandoned or that could not be stored");
-  sample(&s, c, "checkpoints_failed_total", NULL, NULL, -1, (double)ck.failed);
-  metric_head(&s, "checkpoint_last_id", "gauge",
+  sample(s, c, "checkpoints_failed_total", NULL, NULL, -1, (double)ck.failed);
+  metric_head(s, "checkpoint_last_id", "gauge",
               "Id of the last completed checkpoint");
-  sample(&s, c, "checkpoint_last_id", NULL, NULL, -1, (double)ck.last_id);
-  metric_head(&s, "checkpoint_last_duration_seconds", "gauge",
+  sample(s, c, "checkpoint_last_id", NULL, NULL, -1, (double)ck.last_id);
+  metric_head(s, "checkpoint_last_duration_seconds", "gauge",
               "From barrier injection to stored, of the last checkpoint");
-  sample(&s, c, "checkpoint_last_duration_seconds", NULL, NULL, -1,
+  sample(s, c, "checkpoint_last_duration_seconds", NULL, NULL, -1,
          ck.last_duration_ms / 1000.0);
-  metric_head(&s, "checkpoint_last_size_bytes", "gauge",
+  metric_head(s, "checkpoint_last_size_bytes", "gauge",
               "Size of the last checkpoint's image");
-  sample(&s, c, "checkpoint_last_size_bytes", NULL, NULL, -1,
+  sample(s, c, "checkpoint_last_size_bytes", NULL, NULL, -1,
          (double)ck.last_bytes);
-  metric_head(&s, "checkpoint_last_timestamp_seconds", "gauge",
+  metric_head(s, "checkpoint_last_timestamp_seconds", "gauge",
               "When the last checkpoint completed (Unix time)");
-  sample(&s, c, "checkpoint_last_timestamp_seconds", NULL, NULL, -1,
+  sample(s, c, "checkpoint_last_timestamp_seconds", NULL, NULL, -1,
          ck.last_time_ms / 1000.0);
-  metric_head(&s, "reloads_total", "counter", "Script hot reloads by result");
-  sample(&s, c, "reloads_total", "result", "ok", -1, (double)c->reloads_ok);
-  sample(&s, c, "reloads_total", "result", "failed", -1,
+}
+
+/* Script hot reloads of this run. */
+static void reload_metrics(sl_text_t *s, sl_core_t *c) {
+  metric_head(s, "reloads_total", "counter", "Script hot reloads by result");
+  sample(s, c, "reloads_total", "result", "ok", -1, (double)c->reloads_ok);
+  sample(s, c, "reloads_total", "result", "failed", -1,
          (double)c->reloads_failed);
-  const sl_conf_reloads_t *cr = c->conf_reloads;
-  metric_head(&s, "conf_reloads_total", "counter",
-              "Conf changes by result: ok = valid, the pipeline restarted "
-              "from a savepoint; failed = invalid, it carried on (counted "
-              "across those restarts)");
-  sample(&s, c, "conf_reloads_total", "result", "ok", -1,
-         cr ? (double)cr->ok : 0);
-  sample(&s, c, "conf_reloads_total", "result", "failed", -1,
-         cr ? (double)cr->failed : 0);
-  metric_head(&s, "log_events_total", "counter",
-              "WARN and ERROR log events of the process (GET /status lists "
-              "the last 16)");
-  sample(&s, c, "log_events_total", "level", "warn", -1,
-         (double)sl_log_count(SL_LOG_WARN));
-  sample(&s, c, "log_events_total", "level", "error", -1,
-         (double)sl_log_count(SL_LOG_ERROR));
-  *out = s;
+}
+
+void sl_metrics_render(sl_core_t *c, sl_text_t *out) {
+  process_metrics(out, c);
+  /* while restoring, the restore's thread builds the coordinator and the
+   * sinks: only the process's own figures */
+  if (c->restoring)
+    return;
+  node_metrics(out, c);
+  checkpoint_metrics(out, c);
+  reload_metrics(out, c);
 }

@@ -286,7 +286,7 @@ static int start_rest(sl_core_t *c) {
   if (sl_watch_create(c) || build_workers(c))
     return -1;
   wire_wakes(c);
-  if (sl_core_sinks_create(c) || sl_core_sources_create(c))
+  if (sl_core_sinks_start(c) || sl_core_sources_create(c))
     return -1;
   sl_checkpoint_release_restore(c);
   if (sl_checkpoint_start(c))
@@ -330,18 +330,22 @@ static void abort_start(sl_core_t *c, int nothing_to_run) {
 static void restore_work(uv_work_t *w) {
   sl_core_t *c = w->data;
   c->restore_rc = sl_checkpoint_open(c, c->restore_arg);
+  /* the sinks' own restore may wait for their store too (a Redis sink) */
+  if (c->restore_rc == 0 && sl_core_sinks_create(c))
+    c->restore_rc = -2;
 }
 
 static void restore_done(uv_work_t *w, int status) {
   sl_core_t *c = w->data;
   (void)status;
   c->restoring = 0;
-  int rc = c->restore_rc;
+  int rc = c->restore_rc; /* > 0 an exit code; -1 nothing to run; -2 a
+                             sink could not be restored */
   if (rc > 0)
     atomic_store(&c->exit_code, rc);
-  if (rc < 0)
+  if (rc == -1)
     abort_start(c, 1);
-  else if (rc > 0 || start_rest(c))
+  else if (rc != 0 || start_rest(c))
     abort_start(c, 0);
 }
 

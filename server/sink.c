@@ -219,9 +219,18 @@ int sl_core_sinks_create(sl_core_t *c) {
     k->loop = &c->loop;
     k->core = kc;
     c->insts[kc->gid].sink = k;
-    if (!k->vt || restore(c, k, kc->gid) || k->vt->start(k))
+    if (!k->vt || restore(c, k, kc->gid))
       return -1;
-    kc->started = 1;
+  }
+  return 0;
+}
+
+int sl_core_sinks_start(sl_core_t *c) {
+  for (int i = 0; i < c->n_sinks; i++) {
+    sl_sink_t *k = &c->sinks[i];
+    if (k->vt->start(k))
+      return -1;
+    ((sl_sink_core_t *)k->core)->started = 1;
   }
   return 0;
 }

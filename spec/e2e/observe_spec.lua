@@ -248,6 +248,40 @@ sink     "out"  { kind = "redis", url = "redis://127.0.0.1:%d", command = "xadd"
     srv:stop()
   end)
 
+  it("an exactly_once redis sink waits for Redis at start: 503 restoring, then it runs", function()
+    local srv = resp.server(dir .. "/redis")
+    assert.are.equal(0, srv:stop())
+    local port = proc.free_port()
+    proc.write_tree(dir, {
+      ["pass.lua"] = PASS,
+      ["p.conf"] = ([[
+pipeline "eo2" {
+  workers = 1, admin = %d, guarantee = "exactly_once",
+  checkpoint = { every = "300ms", store = "file://state" },
+}
+source   "g"    { kind = "generator", count = 1000 }
+operator "pass" { script = "pass.lua", from = "g" }
+sink     "out"  { kind = "redis", url = "redis://127.0.0.1:%d", command = "xadd",
+                  key = "out", from = "pass" }
+]]):format(port, srv.port),
+    })
+    pid = proc.start_sluice(dir .. "/p.conf")
+    local status, body
+    assert.truthy(proc.wait_for(function()
+      status, body = http.get(port, "/health", { timeout = 1 })
+      return status ~= nil
+    end, 5, 0.05), "the admin API did not answer while the sink waited")
+    assert.are.equal(503, status)
+    assert.are.equal("restoring\n", body)
+    proc.sleep(1)
+    assert.are.equal(503, (http.get(port, "/health", { timeout = 1 })))
+    srv:start()
+    assert.are.equal(0, proc.wait(pid, 30), proc.tail(proc.read_file(dir .. "/stderr")))
+    local r = assert(resp.connect(srv.port))
+    assert.are.equal(1000, r:call("XLEN", "out"))
+    srv:stop()
+  end)
+
   it("GET /health is 503 restoring while the checkpoint store is waited for", function()
     local port = proc.free_port()
     local dead = proc.free_port() -- nothing listens there
