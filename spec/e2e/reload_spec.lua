@@ -200,11 +200,16 @@ sink     "out"   { kind = "file", path = "out.txt", from = "count" }
     local pid = start_tcp({ SLUICE_PREPARE_TIMEOUT_MS = "400" })
     assert.is_truthy(send_until(function() return count_tag("v1") >= 20 end, 10),
       "no v1 output; stderr:\n" .. proc.tail(stderr_of()))
-    -- keyby spins for 2 s on "slow" (interpreted: the loop calls os.clock)
+    -- keyby spins for 3 s of CPU on "slow", saying when it starts and ends
     proc.write_file(dir .. "/.keyby.tmp", [[
 local op = {}
 function op.process(ctx, v)
-  if v == "slow" then local t = os.clock() + 2; while os.clock() < t do end end
+  if v == "slow" then
+    print("spinning")
+    local t = os.clock() + 3
+    while os.clock() < t do end
+    print("spun")
+  end
   ctx:emit(v, v)
 end
 return op
@@ -214,13 +219,15 @@ return op
       return stderr_of():match("keyby%[0%] now runs [^\n]*keyby%.lua %(version 2%)")
     end, 5), "keyby v2 not loaded; stderr:\n" .. proc.tail(stderr_of()))
     assert(proc.send_all(client, "slow\n"))
-    socket.sleep(0.2) -- the worker hosting keyby is in its 2 s batch now
-    save(counter("v2"))
+    assert.is_truthy(proc.wait_for(function() return stderr_of():find("spinning", 1, true) end, 5, 0.02),
+      "the slow record did not arrive; stderr:\n" .. proc.tail(stderr_of()))
+    save(counter("v2")) -- its worker is in its long batch: no answer in time
     assert.is_truthy(proc.wait_for(function()
       return stderr_of():match("reload of [^\n]*count%.lua failed: 1 worker did not answer within 400 ms[^\n]*version 1 keeps running")
-    end, 3, 0.05), "no prepare timeout; stderr:\n" .. proc.tail(stderr_of()))
+    end, 5, 0.05), "no prepare timeout; stderr:\n" .. proc.tail(stderr_of()))
     -- once the worker is free, the next save reloads as usual
-    socket.sleep(2)
+    assert.is_truthy(proc.wait_for(function() return stderr_of():find("spun", 1, true) end, 10, 0.05),
+      "the slow batch did not end; stderr:\n" .. proc.tail(stderr_of()))
     save(counter("v3"))
     switch_within("v3", 3)
     assert.are.equal(0, count_tag("v2"))
