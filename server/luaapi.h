@@ -27,6 +27,12 @@ typedef struct sl_lua_api_s {
   void (*fail)(void *ctx, int code, const char *msg);
   /* Wall-clock milliseconds since the epoch. */
   double (*now_ms)(void);
+  /* A monotonic clock in ns (uv_hrtime). NULL in the harness. */
+  uint64_t (*hrtime)(void);
+  /* Instance gid has just run nrec records a same-worker upstream handed
+   * it (local exchange), starting at start_ns (hrtime): feeds its latency
+   * histogram and busy time as a channel batch would. NULL in the harness. */
+  void (*observe)(void *ctx, int32_t gid, uint32_t nrec, uint64_t start_ns);
 } sl_lua_api_t;
 
 /* The hash behind api->hash (server/hash.c). */

@@ -254,12 +254,13 @@ static void node_metrics(sl_text_t *s, sl_core_t *c) {
                op_queue_cap);
   per_instance_latency(
       s, c, SL_NODE_OPERATOR, "operator_latency_seconds",
-      "Per record taken from a channel: from its batch's creation by the "
-      "producer to the end of its processing by this instance (queueing + "
-      "processing, including operators it calls directly on its worker)");
+      "Per record: from the creation of the batch it came in (by a source, "
+      "or an upstream's flush; for records a same-worker upstream hands over, "
+      "the batch that upstream was processing) to the end of its processing "
+      "by this instance");
   per_instance(s, c, SL_NODE_OPERATOR, "operator_busy_seconds_total", "counter",
-               "Time an operator instance spent processing batches taken from "
-               "its channels",
+               "Time an operator instance spent processing (including, for "
+               "channel batches, the same-worker operators it ran)",
                busy_s);
   per_instance_latency(s, c, SL_NODE_SINK, "sink_latency_seconds",
                        "Per record: from its batch's creation by the producer "

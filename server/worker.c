@@ -43,8 +43,9 @@ struct sl_worker_s {
       fn_stats;                                 /* refs */
   int fn_prepare, fn_commit, fn_abort, fn_swap; /* reload */
   int fn_query;                                 /* admin: a key's state */
-  int dirty;                      /* counts changed since the last publish */
-  double published_ms;            /* when they were last published */
+  int dirty;           /* counts changed since the last publish */
+  uint64_t origin_ns;  /* creation of the channel batch being processed */
+  double published_ms; /* when they were last published */
   atomic_uint_fast64_t lua_bytes; /* the Lua state's memory, published */
   uv_mutex_t mu;
   int mu_ready;
@@ -105,6 +106,20 @@ static void api_push(void *ctx, int32_t cid, const uint8_t *data, size_t len,
     return;
   }
   c->insts[c->plan->chans[cid].from].records_out += nrec;
+}
+
+static void api_observe(void *ctx, int32_t gid, uint32_t nrec,
+                        uint64_t start_ns) {
+  sl_worker_t *w = ctx;
+  sl_core_t *c = w->core;
+  if (gid < 0 || gid >= c->plan->n_insts)
+    return;
+  uint64_t now = uv_hrtime();
+  /* from the creation of the channel batch this call is processing (the
+   * records' origin), else from the run's own start (timers, close) */
+  uint64_t origin = w->origin_ns ? w->origin_ns : start_ns;
+  sl_histo_observe(&c->insts[gid].latency, now - origin, nrec);
+  sl_counter_add(&c->insts[gid].busy_ns, now - start_ns);
 }
 
 static void api_log(int level, const char *component, const char *msg) {
@@ -336,7 +351,9 @@ static void handle_batch(sl_worker_t *w, int gid, int in_index, sl_batch_t *b) {
     lua_pushinteger(w->L, (lua_Integer)b->len);
     lua_pushinteger(w->L, b->nrec);
     uint64_t t0 = uv_hrtime();
+    w->origin_ns = b->t_ns; /* for the instances it runs locally */
     arm_timer(w, call_lua(w, w->fn_batch, 4));
+    w->origin_ns = 0;
     uint64_t t1 = uv_hrtime();
     sl_histo_observe(&rt->latency, t1 - b->t_ns, b->nrec);
     sl_counter_add(&rt->busy_ns, t1 - t0);
@@ -671,7 +688,9 @@ sl_worker_t *sl_worker_create(sl_core_t *c, int thread, char **err) {
                           .hash = sl_hash_bytes,
                           .log = api_log,
                           .fail = api_fail,
-                          .now_ms = sl_now_ms};
+                          .now_ms = sl_now_ms,
+                          .hrtime = uv_hrtime,
+                          .observe = api_observe};
   uv_mutex_init(&w->mu);
   w->mu_ready = 1;
   w->swap_pending = calloc((size_t)c->plan->n_insts + 1, 1);

@@ -237,6 +237,9 @@ run_local = function(w, d)
   local nrec = n3 / 3
   local st = d.stats
   st.records_in = st.records_in + nrec
+  local port = w.port
+  local observe = port.observe
+  local t0 = observe and port.hrtime()
   local i = 1
   while i <= nrec do
     local ok, err = pcall(d.run_records, d, t, i, nrec)
@@ -247,6 +250,7 @@ run_local = function(w, d)
     if w.failed then break end
     i = c + 1
   end
+  if observe then observe(d.gid, nrec, t0) end
 end
 
 -- A same-worker downstream (chained, or a local target of any grouping):

@@ -2,8 +2,9 @@
 --
 -- A worker's Lua state gets a pointer to an sl_lua_api_t from the core;
 -- ffi_port(api) turns it into the port table sluice.runtime's new_worker
--- takes: { push, hash, log, fail, now } (plus api and hash_ffi). Any table
--- with those five functions will do, which is how sluice.testing and the
+-- takes: { push, hash, log, fail, now } (plus api and hash_ffi, and
+-- hrtime/observe when the core has them). Any table with those five
+-- functions will do, which is how sluice.testing and the
 -- specs run the runtime without the core. sluice.runtime re-exports
 -- ffi_port and cdef (rt.ffi_port, rt.cdef).
 
@@ -23,6 +24,8 @@ typedef struct sl_lua_api_s {
   void (*log)(int level, const char *component, const char *msg);
   void (*fail)(void *ctx, int code, const char *msg);
   double (*now_ms)(void);
+  uint64_t (*hrtime)(void);
+  void (*observe)(void *ctx, int32_t gid, uint32_t nrec, uint64_t start_ns);
 } sl_lua_api_t;
 ]]
 
@@ -84,6 +87,13 @@ function M.ffi_port(api_ud)
     port.now = function() return now_ms() end
   else
     port.now = missing("now_ms")
+  end
+  -- optional: latency of local exchange (port.observe(gid, n, t0) after a
+  -- run that began at t0 = port.hrtime()); absent in the harness
+  if api.observe ~= nil and api.hrtime ~= nil then
+    local observe, hrtime = api.observe, api.hrtime
+    port.hrtime = function() return hrtime() end
+    port.observe = function(gid, n, t0) observe(cctx, gid, n, t0) end
   end
   return port
 end
