@@ -8,6 +8,10 @@
 -- declaration d that is not the pipeline, d.node: the normalized settings
 -- conf_graph links up and conf_plan turns into the plan. Errors go to the
 -- report (c.err, c.ferr) and checking goes on, so one run reports them all.
+-- M.declarations runs check_names, check_pipeline and check_nodes, in that
+-- order; check_nodes hands each declaration to check_endpoint (sources and
+-- sinks) or check_operator, then to check_from. Each of those is a few
+-- local functions, one per field or group of fields; all take c first.
 -- M.scripts, run last, compiles the operators' scripts.
 
 local util = require("sluice.conf_util")
@@ -72,17 +76,16 @@ local REDIS_COMMANDS = { xadd = true, hset = true, set = true, publish = true }
 local DEFAULT_MAX_LINE = 1048576
 local DEFAULT_MAX_PARALLELISM = 128
 
--- Checks c.decls. Sets c.by_name (name -> declaration), c.pipeline_decl,
--- c.P (the pipeline's settings), c.checkpoint_given, c.nodes_decl (every
--- declaration but the pipeline's, in order) and c.scripts_to_compile.
-function M.declarations(c)
-  local err, ferr = c.err, c.ferr
-  local path, decls, dir, arg_dir = c.path, c.decls, c.dir, c.arg_dir
+---------------------------------------------------------------------------
+-- names
 
-  -- names
+-- Sets c.pipeline_decl (the first pipeline declaration) and c.by_name
+-- (name -> first declaration of that name); marks the later ones duplicate.
+local function check_names(c)
+  local err, ferr = c.err, c.ferr
   local by_name = {}
   local pipeline_decl
-  for _, d in ipairs(decls) do
+  for _, d in ipairs(c.decls) do
     if d.type == "pipeline" then
       if pipeline_decl then
         err(d.line, string.format("more than one pipeline declaration (the first is at line %d)",
@@ -104,185 +107,181 @@ function M.declarations(c)
       end
     end
   end
+  c.by_name, c.pipeline_decl = by_name, pipeline_decl
+end
 
-  -- per-declaration field checks
-  local function check_fields(d, allowed, all)
-    for _, k in ipairs(sorted_keys(d.fields)) do
-      if type(k) ~= "string" then
-        ferr(d, nil, "fields must be name = value pairs (found a value at [" .. tostring(k) .. "])")
-      elseif not allowed[k] then
-        if k == "parallelism" and (d.type == "source" or d.type == "sink") then
-          ferr(d, k, "parallelism is not allowed on a " .. d.type .. " (it always has one instance)")
-        elseif k == "from" and d.type == "source" then
-          ferr(d, k, "a source takes no input (from)")
-        elseif all and all[k] then
-          ferr(d, k, string.format("field '%s' does not apply to kind '%s'", k, tostring(d.fields.kind)))
-        else
-          local s = suggest(k, all or allowed)
-          ferr(d, k, string.format("unknown field '%s'%s", k,
-            s and (" (did you mean '" .. s .. "'?)") or ""))
-        end
-      end
-    end
-  end
+---------------------------------------------------------------------------
+-- fields and values
 
-  local function check_int(d, field, min, default)
-    local v = d.fields[field]
-    if v == nil then return default end
-    if not is_int(v) or v < min then
-      ferr(d, field, string.format("%s must be an integer >= %d (got %s)", field, min, fmtval(v)))
-      return default
-    end
-    return v
-  end
-  local function check_bool(d, field, default)
-    local v = d.fields[field]
-    if v == nil then return default end
-    if type(v) ~= "boolean" then
-      ferr(d, field, string.format("%s must be true or false (got %s)", field, fmtval(v)))
-      return default
-    end
-    return v
-  end
-  local function check_string(d, field)
-    local v = d.fields[field]
-    if v == nil then return nil end
-    if type(v) ~= "string" or v == "" then
-      ferr(d, field, string.format("%s must be a non-empty string (got %s)", field, fmtval(v)))
-      return nil
-    end
-    return v
-  end
-  -- A redis source or sink: url, and the kind's own fields.
-  local function check_redis(d, n)
-    local F = d.fields
-    local url = check_string(d, "url")
-    if url and not url:match("^redis://[^/?]+") then
-      ferr(d, "url", 'url must be "redis://[:PASSWORD@]HOST:PORT[/DB]" (got ' .. fmtval(url) .. ")")
-    end
-    n.url = url
-    local ct = F.connect_timeout
-    if ct ~= nil then
-      local num, unit = tostring(ct):match("^(%d+%.?%d*)(%a*)$")
-      local mult = ({ [""] = 1, ms = 1, s = 1000, m = 60000 })[unit or "?"]
-      if not num or not mult or tonumber(num) * mult <= 0 then
-        ferr(d, "connect_timeout", 'connect_timeout must be a duration like "5s" (got '
-          .. fmtval(ct) .. ")")
+-- Reports each field of d not in allowed; all: every field of the type, to
+-- tell a field of another kind from an unknown one.
+local function check_fields(c, d, allowed, all)
+  local ferr = c.ferr
+  for _, k in ipairs(sorted_keys(d.fields)) do
+    if type(k) ~= "string" then
+      ferr(d, nil, "fields must be name = value pairs (found a value at [" .. tostring(k) .. "])")
+    elseif not allowed[k] then
+      if k == "parallelism" and (d.type == "source" or d.type == "sink") then
+        ferr(d, k, "parallelism is not allowed on a " .. d.type .. " (it always has one instance)")
+      elseif k == "from" and d.type == "source" then
+        ferr(d, k, "a source takes no input (from)")
+      elseif all and all[k] then
+        ferr(d, k, string.format("field '%s' does not apply to kind '%s'", k, tostring(d.fields.kind)))
       else
-        n.connect_timeout_ms = tonumber(num) * mult
-      end
-    end
-    if d.type == "source" then
-      n.stream = check_string(d, "stream")
-      n.group = check_string(d, "group")
-      n.consumer = check_string(d, "consumer")
-      n.field = check_string(d, "field") or "v"
-      local start = F.start
-      if start ~= nil and start ~= "first" and start ~= "last" then
-        ferr(d, "start", 'start must be "first" or "last" (got ' .. fmtval(start) .. ")")
-        start = nil
-      end
-      n.start_at = start or "last"
-    else
-      local cmd = F.command
-      if cmd ~= nil and not REDIS_COMMANDS[cmd] then
-        ferr(d, "command", "command must be xadd, hset, set or publish (got " .. fmtval(cmd) .. ")")
-        cmd = nil
-      end
-      n.command = cmd
-      n.key = check_string(d, "key")
-      n.field = check_string(d, "field") -- hset: a template, default "{key}"
-      if n.field and cmd ~= "hset" then
-        ferr(d, "field", "field applies to command = \"hset\" only")
+        local s = suggest(k, all or allowed)
+        ferr(d, k, string.format("unknown field '%s'%s", k,
+          s and (" (did you mean '" .. s .. "'?)") or ""))
       end
     end
   end
+end
 
-  local function check_hostport(d, field, allow_port0)
-    local v = d.fields[field]
-    if v == nil then return nil end
-    local hp = parse_hostport(v, allow_port0)
-    if not hp then
-      ferr(d, field, string.format(
-        '%s must be "HOST:PORT" with an IPv4 address, [IPv6] or localhost and a port %s (got %s)',
-        field, allow_port0 and "0-65535" or "1-65535", fmtval(v)))
-    end
-    return hp
+-- The value of a field, or default when it is left out or wrong.
+local function check_int(c, d, field, min, default)
+  local v = d.fields[field]
+  if v == nil then return default end
+  if not is_int(v) or v < min then
+    c.ferr(d, field, string.format("%s must be an integer >= %d (got %s)", field, min, fmtval(v)))
+    return default
   end
+  return v
+end
 
-  -- pipeline
+local function check_bool(c, d, field, default)
+  local v = d.fields[field]
+  if v == nil then return default end
+  if type(v) ~= "boolean" then
+    c.ferr(d, field, string.format("%s must be true or false (got %s)", field, fmtval(v)))
+    return default
+  end
+  return v
+end
+
+local function check_string(c, d, field)
+  local v = d.fields[field]
+  if v == nil then return nil end
+  if type(v) ~= "string" or v == "" then
+    c.ferr(d, field, string.format("%s must be a non-empty string (got %s)", field, fmtval(v)))
+    return nil
+  end
+  return v
+end
+
+local function check_hostport(c, d, field, allow_port0)
+  local v = d.fields[field]
+  if v == nil then return nil end
+  local hp = parse_hostport(v, allow_port0)
+  if not hp then
+    c.ferr(d, field, string.format(
+      '%s must be "HOST:PORT" with an IPv4 address, [IPv6] or localhost and a port %s (got %s)',
+      field, allow_port0 and "0-65535" or "1-65535", fmtval(v)))
+  end
+  return hp
+end
+
+---------------------------------------------------------------------------
+-- the pipeline
+
+local function check_guarantee(c, d, P)
+  local g = d.fields.guarantee
+  if g == nil then return end
+  if type(g) ~= "string" or not GUARANTEES[g] then
+    c.ferr(d, "guarantee", string.format(
+      "guarantee must be at_most_once, at_least_once or exactly_once (got %s)", fmtval(g)))
+  else
+    P.guarantee = g
+  end
+end
+
+-- checkpoint.FIELD as milliseconds (nil when left out or wrong).
+local function checkpoint_duration(c, d, cp, field)
+  local v, ms = cp[field], nil
+  if type(v) == "string" then
+    local n, unit = v:match("^(%d+%.?%d*)(%a+)$")
+    local mult = ({ ms = 1, s = 1000, m = 60000, h = 3600000 })[unit or ""]
+    ms = n and mult and tonumber(n) * mult
+  elseif type(v) == "number" then
+    ms = v
+  end
+  if v ~= nil and (not ms or ms <= 0) then
+    c.ferr(d, field, "checkpoint." .. field
+      .. ' must be a duration like "500ms", "1s", "2m" (got ' .. fmtval(v) .. ")")
+    ms = nil
+  end
+  return ms
+end
+
+-- The checkpoint table cp of pipeline d, when the version supports it: sets
+-- P.checkpoint and c.checkpoint_given.
+local function check_checkpoint(c, d, P, cp)
+  local ferr = c.ferr
+  if type(cp) ~= "table" then
+    ferr(d, "checkpoint", "checkpoint must be a table { every = \"1s\", store = \"file://...\" }")
+    return
+  end
+  c.checkpoint_given = true
+  local ms = checkpoint_duration(c, d, cp, "every")
+  local timeout_ms = checkpoint_duration(c, d, cp, "timeout")
+  local connect_ms = checkpoint_duration(c, d, cp, "connect_timeout")
+  local keep = cp.keep
+  if keep ~= nil and (type(keep) ~= "number" or keep < 1 or keep % 1 ~= 0) then
+    ferr(d, "keep", "checkpoint.keep must be a whole number >= 1 (got " .. fmtval(keep) .. ")")
+    keep = nil
+  end
+  local store = cp.store
+  if store ~= nil and (type(store) ~= "string" or not (store:match("^file://.+")
+      or store:match("^redis://.+") or store:match("^memory:"))) then
+    ferr(d, "store", 'checkpoint.store must be "file://PATH", "redis://HOST:PORT/DB" or "memory:" (got '
+      .. fmtval(store) .. ")")
+    store = nil
+  end
+  for k in pairs(cp) do
+    if k ~= "every" and k ~= "store" and k ~= "keep" and k ~= "timeout"
+      and k ~= "connect_timeout" then
+      ferr(d, "checkpoint", "unknown field 'checkpoint." .. tostring(k) .. "'")
+    end
+  end
+  if type(store) == "string" and store:match("^file://") then
+    store = "file://" .. join(c.dir, store:sub(8))
+  end
+  P.checkpoint = { every_ms = ms or 1000, timeout_ms = timeout_ms or 60000,
+                   connect_ms = connect_ms or 30000,
+                   keep = keep or 3,
+                   store = store or ("file://" .. join(c.dir, "state/" .. P.name)) }
+end
+
+-- The admin address of pipeline d, when the version supports it.
+local function check_admin(c, d, P, admin)
+  -- A bare port (9600, "9600" or ":9600") binds to loopback; any
+  -- other address must be given in full ("0.0.0.0:9600").
+  local port = type(admin) == "number" and admin
+    or (type(admin) == "string" and tonumber(admin:match("^:?(%d+)$")))
+  if port and port == math.floor(port) and port >= 0 and port <= 65535 then
+    P.admin = "127.0.0.1:" .. math.floor(port)
+  else
+    P.admin = check_hostport(c, d, "admin", true)
+  end
+end
+
+-- Sets c.P, the pipeline's settings (defaults when there is no pipeline
+-- declaration), and c.checkpoint_given.
+local function check_pipeline(c)
+  local ferr = c.ferr
   local P = { name = nil, workers = nil, guarantee = nil, max_parallelism = DEFAULT_MAX_PARALLELISM }
-  local checkpoint_given = false
-  if pipeline_decl then
-    local d = pipeline_decl
-    check_fields(d, FIELDS.pipeline)
+  c.P, c.checkpoint_given = P, false
+  local d = c.pipeline_decl
+  if d then
+    check_fields(c, d, FIELDS.pipeline)
     P.name = d.name
-    P.workers = check_int(d, "workers", 1, nil)
-    P.max_parallelism = check_int(d, "max_parallelism", 1, DEFAULT_MAX_PARALLELISM)
-    local g = d.fields.guarantee
-    if g ~= nil then
-      if type(g) ~= "string" or not GUARANTEES[g] then
-        ferr(d, "guarantee", string.format(
-          "guarantee must be at_most_once, at_least_once or exactly_once (got %s)", fmtval(g)))
-      else
-        P.guarantee = g
-      end
-    end
+    P.workers = check_int(c, d, "workers", 1, nil)
+    P.max_parallelism = check_int(c, d, "max_parallelism", 1, DEFAULT_MAX_PARALLELISM)
+    check_guarantee(c, d, P)
     local cp = d.fields.checkpoint
     if cp ~= nil then
       if not c.supported.checkpoint then
         ferr(d, "checkpoint", "checkpoint is not supported by this version yet")
       else
-        -- kept for the release that accepts it
-        if type(cp) ~= "table" then
-          ferr(d, "checkpoint", "checkpoint must be a table { every = \"1s\", store = \"file://...\" }")
-        else
-          checkpoint_given = true
-          local function duration(field)
-            local v, ms = cp[field], nil
-            if type(v) == "string" then
-              local n, unit = v:match("^(%d+%.?%d*)(%a+)$")
-              local mult = ({ ms = 1, s = 1000, m = 60000, h = 3600000 })[unit or ""]
-              ms = n and mult and tonumber(n) * mult
-            elseif type(v) == "number" then
-              ms = v
-            end
-            if v ~= nil and (not ms or ms <= 0) then
-              ferr(d, field, "checkpoint." .. field
-                .. ' must be a duration like "500ms", "1s", "2m" (got ' .. fmtval(v) .. ")")
-              ms = nil
-            end
-            return ms
-          end
-          local ms = duration("every")
-          local timeout_ms = duration("timeout")
-          local connect_ms = duration("connect_timeout")
-          local keep = cp.keep
-          if keep ~= nil and (type(keep) ~= "number" or keep < 1 or keep % 1 ~= 0) then
-            ferr(d, "keep", "checkpoint.keep must be a whole number >= 1 (got " .. fmtval(keep) .. ")")
-            keep = nil
-          end
-          local store = cp.store
-          if store ~= nil and (type(store) ~= "string" or not (store:match("^file://.+")
-              or store:match("^redis://.+") or store:match("^memory:"))) then
-            ferr(d, "store", 'checkpoint.store must be "file://PATH", "redis://HOST:PORT/DB" or "memory:" (got '
-              .. fmtval(store) .. ")")
-            store = nil
-          end
-          for k in pairs(cp) do
-            if k ~= "every" and k ~= "store" and k ~= "keep" and k ~= "timeout"
-              and k ~= "connect_timeout" then
-              ferr(d, "checkpoint", "unknown field 'checkpoint." .. tostring(k) .. "'")
-            end
-          end
-          if type(store) == "string" and store:match("^file://") then
-            store = "file://" .. join(dir, store:sub(8))
-          end
-          P.checkpoint = { every_ms = ms or 1000, timeout_ms = timeout_ms or 60000,
-                           connect_ms = connect_ms or 30000,
-                           keep = keep or 3,
-                           store = store or ("file://" .. join(dir, "state/" .. P.name)) }
-        end
+        check_checkpoint(c, d, P, cp) -- kept for the release that accepts it
       end
     end
     local admin = d.fields.admin
@@ -290,212 +289,322 @@ function M.declarations(c)
       if not c.supported.admin then
         ferr(d, "admin", "admin is not supported by this version yet")
       else
-        -- A bare port (9600, "9600" or ":9600") binds to loopback; any
-        -- other address must be given in full ("0.0.0.0:9600").
-        local port = type(admin) == "number" and admin
-          or (type(admin) == "string" and tonumber(admin:match("^:?(%d+)$")))
-        if port and port == math.floor(port) and port >= 0 and port <= 65535 then
-          P.admin = "127.0.0.1:" .. math.floor(port)
-        else
-          P.admin = check_hostport(d, "admin", true)
-        end
+        check_admin(c, d, P, admin)
       end
     end
   end
   if not P.name then
-    P.name = (path:match("([^/]+)$") or path):gsub("%.conf$", "")
+    P.name = (c.path:match("([^/]+)$") or c.path):gsub("%.conf$", "")
   end
+end
 
-  -- sources, operators, sinks
+---------------------------------------------------------------------------
+-- sources and sinks
+
+-- The kind of source or sink d: the kind, or nil when it is missing, not
+-- supported yet (d.later) or unknown.
+local function check_kind(c, d)
+  local ferr = c.ferr
+  local kinds = d.type == "source" and SOURCE_KINDS or SINK_KINDS
+  local kind_list = d.type == "source" and SOURCE_KIND_LIST or SINK_KIND_LIST
+  local kind = d.fields.kind
+  if kind == nil and d.broken then
+    -- already reported
+  elseif kind == nil then
+    ferr(d, nil, "missing required field 'kind' (" .. kind_list .. ")")
+  elseif type(kind) == "string" and LATER_KINDS[kind] then
+    ferr(d, "kind", "kind '" .. kind .. "' is not supported yet")
+    d.later = true
+  elseif type(kind) ~= "string" or not kinds[kind] then
+    ferr(d, "kind", string.format("unknown %s kind %s (%s)", d.type, fmtval(kind), kind_list))
+  else
+    return kind
+  end
+  return nil
+end
+
+-- The fields of source or sink d: those of its kind and the required ones;
+-- without a kind, those no kind knows.
+local function check_kind_fields(c, d, kind)
+  if d.broken or d.later then
+    -- no more noise about a declaration we could not read
+  elseif kind then
+    check_fields(c, d, FIELDS[d.type][kind], ANY_FIELD[d.type])
+    for _, req in ipairs((REQUIRED[d.type] or {})[kind] or {}) do
+      if d.fields[req] == nil then c.ferr(d, nil, "missing required field '" .. req .. "'") end
+    end
+  else
+    -- still report fields no kind knows
+    local all = {}
+    for k in pairs(ANY_FIELD[d.type]) do all[k] = true end
+    all.parallelism = nil
+    if d.type == "source" then all.from = nil end
+    check_fields(c, d, all, nil)
+  end
+end
+
+local function check_generator(c, d, n)
+  local ferr, F = c.ferr, d.fields
+  local count = F.count
+  if count == nil then
+    n.count = -1
+  elseif not is_int(count) or count < 0 then
+    ferr(d, "count", "count must be an integer >= 0 (leave it out for no end) (got "
+      .. fmtval(count) .. ")")
+    n.count = -1
+  else
+    n.count = count
+  end
+  local r = F.rate
+  if r == nil then
+    n.rate = 0
+  elseif type(r) ~= "number" or r ~= r or r < 0 or r == math.huge then
+    ferr(d, "rate", "rate must be a number >= 0 (records per second, 0 = unlimited) (got "
+      .. fmtval(r) .. ")")
+    n.rate = 0
+  else
+    n.rate = r
+  end
+end
+
+-- A redis source's or sink's connect_timeout, as n.connect_timeout_ms.
+local function check_connect_timeout(c, d, n)
+  local ct = d.fields.connect_timeout
+  if ct == nil then return end
+  local num, unit = tostring(ct):match("^(%d+%.?%d*)(%a*)$")
+  local mult = ({ [""] = 1, ms = 1, s = 1000, m = 60000 })[unit or "?"]
+  if not num or not mult or tonumber(num) * mult <= 0 then
+    c.ferr(d, "connect_timeout", 'connect_timeout must be a duration like "5s" (got '
+      .. fmtval(ct) .. ")")
+  else
+    n.connect_timeout_ms = tonumber(num) * mult
+  end
+end
+
+-- A redis source or sink: url, and the kind's own fields.
+local function check_redis(c, d, n)
+  local ferr, F = c.ferr, d.fields
+  local url = check_string(c, d, "url")
+  if url and not url:match("^redis://[^/?]+") then
+    ferr(d, "url", 'url must be "redis://[:PASSWORD@]HOST:PORT[/DB]" (got ' .. fmtval(url) .. ")")
+  end
+  n.url = url
+  check_connect_timeout(c, d, n)
+  if d.type == "source" then
+    n.stream = check_string(c, d, "stream")
+    n.group = check_string(c, d, "group")
+    n.consumer = check_string(c, d, "consumer")
+    n.field = check_string(c, d, "field") or "v"
+    local start = F.start
+    if start ~= nil and start ~= "first" and start ~= "last" then
+      ferr(d, "start", 'start must be "first" or "last" (got ' .. fmtval(start) .. ")")
+      start = nil
+    end
+    n.start_at = start or "last"
+  else
+    local cmd = F.command
+    if cmd ~= nil and not REDIS_COMMANDS[cmd] then
+      ferr(d, "command", "command must be xadd, hset, set or publish (got " .. fmtval(cmd) .. ")")
+      cmd = nil
+    end
+    n.command = cmd
+    n.key = check_string(c, d, "key")
+    n.field = check_string(c, d, "field") -- hset: a template, default "{key}"
+    if n.field and cmd ~= "hset" then
+      ferr(d, "field", "field applies to command = \"hset\" only")
+    end
+  end
+end
+
+-- The values of a source or sink of a known kind.
+local function check_kind_values(c, d, n, kind)
+  if d.fields.path ~= nil then
+    local p = check_string(c, d, "path")
+    n.path = p and join(c.dir, p)
+  end
+  if d.type == "source" then
+    if kind == "file" then n.follow = check_bool(c, d, "follow", false) end
+    if kind == "file" or kind == "stdin" or kind == "tcp" then
+      n.max_line = check_int(c, d, "max_line", 1, DEFAULT_MAX_LINE)
+    end
+    if kind == "tcp" then n.listen = check_hostport(c, d, "listen", true) end
+    if kind == "generator" then check_generator(c, d, n) end
+  else
+    if kind == "tcp" then n.connect = check_hostport(c, d, "connect", false) end
+  end
+  if kind == "redis" then check_redis(c, d, n) end
+end
+
+local function check_endpoint(c, d, n)
+  local kind = check_kind(c, d)
+  n.kind = kind
+  n.parallelism = 1
+  check_kind_fields(c, d, kind)
+  if kind then check_kind_values(c, d, n, kind) end
+end
+
+---------------------------------------------------------------------------
+-- operators
+
+-- The script's path and chunk name; queues it for M.scripts.
+local function check_script(c, d, n)
+  local script = check_string(c, d, "script")
+  if script then
+    n.script = join(c.dir, script)
+    n.chunkname = "@" .. (script:sub(1, 1) == "/" and normalize(script) or join(c.arg_dir, script))
+    c.scripts_to_compile[#c.scripts_to_compile + 1] = { d = d, n = n, given = script }
+  end
+end
+
+local function check_grouping(c, d, n)
+  local g = d.fields.grouping
+  if g == nil then
+    n.grouping = "shuffle"
+  elseif type(g) ~= "string" or not GROUPINGS[g] then
+    c.ferr(d, "grouping", "grouping must be shuffle, key, broadcast or forward (got "
+      .. fmtval(g) .. ")")
+    n.grouping = "shuffle"
+  else
+    n.grouping = g
+  end
+end
+
+local function check_params(c, d, n)
+  local ferr = c.ferr
+  local params = d.fields.params
+  if params == nil then
+    n.params = {}
+  elseif type(params) ~= "table" then
+    ferr(d, "params", "params must be a table (got " .. fmtval(params) .. ")")
+    n.params = {}
+  else
+    local perr = check_plain(params, "params", {})
+    if perr then
+      ferr(d, "params", "params may hold only booleans, numbers, strings and tables: " .. perr)
+      n.params = {}
+    else
+      n.params = copy_plain(params)
+    end
+  end
+end
+
+local function check_on_error(c, d, n)
+  local F = d.fields
+  local oe = F.on_error
+  if oe == nil then
+    n.on_error = F.dead_letter ~= nil and "dead_letter" or "skip"
+  elseif type(oe) ~= "string" or not ON_ERROR[oe] then
+    c.ferr(d, "on_error", "on_error must be skip, dead_letter or stop (got " .. fmtval(oe) .. ")")
+    n.on_error = "skip"
+    n.on_error_bad = true
+  else
+    n.on_error = oe
+  end
+end
+
+local function check_allow(c, d, n)
+  local allow = d.fields.allow
+  n.allow = {}
+  if allow == nil then return end
+  local okallow = type(allow) == "table"
+  if okallow then
+    for k, v in pairs(allow) do
+      if not is_int(k) or k < 1 or k > #allow or type(v) ~= "string" or not ALLOW[v] then
+        okallow = false
+      end
+    end
+  end
+  if not okallow then
+    c.ferr(d, "allow", 'allow must be a list of strings among "io", "os", "ffi", "require"')
+  else
+    for _, v in ipairs(allow) do n.allow[v] = true end
+  end
+end
+
+local function check_operator(c, d, n)
+  local ferr, F, P = c.ferr, d.fields, c.P
+  check_fields(c, d, FIELDS.operator)
+  if F.script == nil and not d.broken then ferr(d, nil, "missing required field 'script'") end
+  if F.from == nil and not d.broken then ferr(d, nil, "missing required field 'from'") end
+  check_script(c, d, n)
+  check_grouping(c, d, n)
+  n.parallelism = check_int(c, d, "parallelism", 1, 1)
+  if n.parallelism > P.max_parallelism then
+    ferr(d, "parallelism", string.format("parallelism %d exceeds max_parallelism %d",
+      n.parallelism, P.max_parallelism))
+  end
+  check_params(c, d, n)
+  check_on_error(c, d, n)
+  n.jit = check_bool(c, d, "jit", true)
+  check_allow(c, d, n)
+end
+
+---------------------------------------------------------------------------
+-- from (operators and sinks)
+
+-- Sets n.from_names: the inputs' names, each once.
+local function check_from(c, d, n)
+  local ferr = c.ferr
+  local from = d.fields.from
+  n.from_names = {}
+  if from == nil then return end
+  local list = type(from) == "string" and { from } or from
+  local okf = type(list) == "table" and #list > 0
+  if okf then
+    for k, v in pairs(list) do
+      if not is_int(k) or k < 1 or k > #list or type(v) ~= "string" then okf = false end
+    end
+  end
+  if not okf then
+    ferr(d, "from", "from must be a name or a non-empty list of names (got "
+      .. fmtval(from) .. ")")
+    return
+  end
+  local seen = {}
+  for _, v in ipairs(list) do
+    if seen[v] then
+      ferr(d, "from", "input '" .. v .. "' is listed twice")
+    else
+      seen[v] = true
+      n.from_names[#n.from_names + 1] = v
+    end
+  end
+end
+
+---------------------------------------------------------------------------
+-- every declaration but the pipeline
+
+-- Sets c.nodes_decl and c.scripts_to_compile, and d.node on each of them.
+local function check_nodes(c)
   local nodes_decl = {}
-  for _, d in ipairs(decls) do
+  for _, d in ipairs(c.decls) do
     if d.type ~= "pipeline" then nodes_decl[#nodes_decl + 1] = d end
   end
-  local scripts_to_compile = {}
+  c.nodes_decl, c.scripts_to_compile = nodes_decl, {}
   local have_source = false
   for _, d in ipairs(nodes_decl) do
-    local F = d.fields
     local n = { name = d.name, type = d.type, line = d.line, decl = d }
     d.node = n
     if d.type == "source" or d.type == "sink" then
       if d.type == "source" then have_source = true end
-      local kinds = d.type == "source" and SOURCE_KINDS or SINK_KINDS
-      local kind = F.kind
-      local kind_ok = false
-      if kind == nil and d.broken then
-        -- already reported
-      elseif kind == nil then
-        ferr(d, nil, "missing required field 'kind' (" ..
-          (d.type == "source" and SOURCE_KIND_LIST or SINK_KIND_LIST) .. ")")
-      elseif type(kind) == "string" and LATER_KINDS[kind] then
-        ferr(d, "kind", "kind '" .. kind .. "' is not supported yet")
-        d.later = true
-      elseif type(kind) ~= "string" or not kinds[kind] then
-        ferr(d, "kind", string.format("unknown %s kind %s (%s)", d.type, fmtval(kind),
-          d.type == "source" and SOURCE_KIND_LIST or SINK_KIND_LIST))
-      else
-        kind_ok = true
-      end
-      n.kind = kind_ok and kind or nil
-      n.parallelism = 1
-      if d.broken or d.later then
-        -- no more noise about a declaration we could not read
-      elseif kind_ok then
-        check_fields(d, FIELDS[d.type][kind], ANY_FIELD[d.type])
-        for _, req in ipairs((REQUIRED[d.type] or {})[kind] or {}) do
-          if F[req] == nil then ferr(d, nil, "missing required field '" .. req .. "'") end
-        end
-      else
-        -- still report fields no kind knows
-        local all = {}
-        for k in pairs(ANY_FIELD[d.type]) do all[k] = true end
-        all.parallelism = nil
-        if d.type == "source" then all.from = nil end
-        check_fields(d, all, nil)
-      end
-      if kind_ok then
-        if F.path ~= nil then
-          local p = check_string(d, "path")
-          n.path = p and join(dir, p)
-        end
-        if d.type == "source" then
-          if kind == "file" then n.follow = check_bool(d, "follow", false) end
-          if kind == "file" or kind == "stdin" or kind == "tcp" then
-            n.max_line = check_int(d, "max_line", 1, DEFAULT_MAX_LINE)
-          end
-          if kind == "tcp" then n.listen = check_hostport(d, "listen", true) end
-          if kind == "generator" then
-            local c = F.count
-            if c == nil then
-              n.count = -1
-            elseif not is_int(c) or c < 0 then
-              ferr(d, "count", "count must be an integer >= 0 (leave it out for no end) (got "
-                .. fmtval(c) .. ")")
-              n.count = -1
-            else
-              n.count = c
-            end
-            local r = F.rate
-            if r == nil then
-              n.rate = 0
-            elseif type(r) ~= "number" or r ~= r or r < 0 or r == math.huge then
-              ferr(d, "rate", "rate must be a number >= 0 (records per second, 0 = unlimited) (got "
-                .. fmtval(r) .. ")")
-              n.rate = 0
-            else
-              n.rate = r
-            end
-          end
-        else
-          if kind == "tcp" then n.connect = check_hostport(d, "connect", false) end
-        end
-        if kind == "redis" then check_redis(d, n) end
-      end
+      check_endpoint(c, d, n)
     elseif d.type == "operator" then
-      check_fields(d, FIELDS.operator)
-      if F.script == nil and not d.broken then ferr(d, nil, "missing required field 'script'") end
-      if F.from == nil and not d.broken then ferr(d, nil, "missing required field 'from'") end
-      local script = check_string(d, "script")
-      if script then
-        n.script = join(dir, script)
-        n.chunkname = "@" .. (script:sub(1, 1) == "/" and normalize(script) or join(arg_dir, script))
-        scripts_to_compile[#scripts_to_compile + 1] = { d = d, n = n, given = script }
-      end
-      local g = F.grouping
-      if g == nil then
-        n.grouping = "shuffle"
-      elseif type(g) ~= "string" or not GROUPINGS[g] then
-        ferr(d, "grouping", "grouping must be shuffle, key, broadcast or forward (got "
-          .. fmtval(g) .. ")")
-        n.grouping = "shuffle"
-      else
-        n.grouping = g
-      end
-      n.parallelism = check_int(d, "parallelism", 1, 1)
-      if n.parallelism > P.max_parallelism then
-        ferr(d, "parallelism", string.format("parallelism %d exceeds max_parallelism %d",
-          n.parallelism, P.max_parallelism))
-      end
-      local params = F.params
-      if params == nil then
-        n.params = {}
-      elseif type(params) ~= "table" then
-        ferr(d, "params", "params must be a table (got " .. fmtval(params) .. ")")
-        n.params = {}
-      else
-        local perr = check_plain(params, "params", {})
-        if perr then
-          ferr(d, "params", "params may hold only booleans, numbers, strings and tables: " .. perr)
-          n.params = {}
-        else
-          n.params = copy_plain(params)
-        end
-      end
-      local oe = F.on_error
-      if oe == nil then
-        n.on_error = F.dead_letter ~= nil and "dead_letter" or "skip"
-      elseif type(oe) ~= "string" or not ON_ERROR[oe] then
-        ferr(d, "on_error", "on_error must be skip, dead_letter or stop (got " .. fmtval(oe) .. ")")
-        n.on_error = "skip"
-        n.on_error_bad = true
-      else
-        n.on_error = oe
-      end
-      n.jit = check_bool(d, "jit", true)
-      local allow = F.allow
-      n.allow = {}
-      if allow ~= nil then
-        local okallow = type(allow) == "table"
-        if okallow then
-          for k, v in pairs(allow) do
-            if not is_int(k) or k < 1 or k > #allow or type(v) ~= "string" or not ALLOW[v] then
-              okallow = false
-            end
-          end
-        end
-        if not okallow then
-          ferr(d, "allow", 'allow must be a list of strings among "io", "os", "ffi", "require"')
-        else
-          for _, v in ipairs(allow) do n.allow[v] = true end
-        end
-      end
+      check_operator(c, d, n)
     end
-    -- from (operators and sinks)
-    if d.type ~= "source" then
-      local from = d.fields.from
-      n.from_names = {}
-      if from ~= nil then
-        local list = type(from) == "string" and { from } or from
-        local okf = type(list) == "table" and #list > 0
-        if okf then
-          for k, v in pairs(list) do
-            if not is_int(k) or k < 1 or k > #list or type(v) ~= "string" then okf = false end
-          end
-        end
-        if not okf then
-          ferr(d, "from", "from must be a name or a non-empty list of names (got "
-            .. fmtval(from) .. ")")
-        else
-          local seen = {}
-          for _, v in ipairs(list) do
-            if seen[v] then
-              ferr(d, "from", "input '" .. v .. "' is listed twice")
-            else
-              seen[v] = true
-              n.from_names[#n.from_names + 1] = v
-            end
-          end
-        end
-      end
-    end
+    if d.type ~= "source" then check_from(c, d, n) end
   end
   if not have_source then
-    err(pipeline_decl and pipeline_decl.line or 1, "no source declared")
+    c.err(c.pipeline_decl and c.pipeline_decl.line or 1, "no source declared")
   end
+end
 
-  c.by_name, c.pipeline_decl = by_name, pipeline_decl
-  c.P, c.checkpoint_given = P, checkpoint_given
-  c.nodes_decl, c.scripts_to_compile = nodes_decl, scripts_to_compile
+-- Checks c.decls. Sets c.by_name (name -> declaration), c.pipeline_decl,
+-- c.P (the pipeline's settings), c.checkpoint_given, c.nodes_decl (every
+-- declaration but the pipeline's, in order) and c.scripts_to_compile.
+function M.declarations(c)
+  check_names(c)
+  check_pipeline(c)
+  check_nodes(c)
 end
 
 -- Compiles every operator's script (in the script's terms: its errors are
