@@ -265,19 +265,6 @@ static int sources_all_ended(const sl_coord_t *k) {
   return 1;
 }
 
-static void push_barrier(sl_core_t *c, int gid, uint64_t id) {
-  const sl_plan_inst_t *pi = &c->plan->insts[gid];
-  for (int i = 0; i < pi->n_out_ch; i++) {
-    sl_batch_t *b = sl_batch_create(SL_BATCH_BARRIER, NULL, 0, 0);
-    if (!b) {
-      sl_core_fail(c, 3);
-      return;
-    }
-    b->id = id;
-    sl_channel_push(&c->chans[pi->out_ch[i]], b);
-  }
-}
-
 /* Injects barrier id at one source (recording its offset first). */
 static void inject(sl_coord_t *k, sl_ckpt_t *img, int gid, uint64_t id) {
   sl_core_t *c = k->c;
@@ -289,7 +276,7 @@ static void inject(sl_coord_t *k, sl_ckpt_t *img, int gid, uint64_t id) {
       k->src_pos[gid].len = 0;
       if (s->vt->position(s, &k->src_pos[gid]))
         sl_core_fail(c, 3);
-      push_barrier(c, gid, id);
+      sl_core_mark(c, gid, SL_BATCH_BARRIER, id, 0);
     }
     sl_buf_t *pos = off == INT64_MIN ? &k->src_pos[gid] : &k->end_pos[gid];
     if (sl_ckpt_add_source_pos(img, name_of(c, gid), -1, pos->data, pos->len))
@@ -299,7 +286,7 @@ static void inject(sl_coord_t *k, sl_ckpt_t *img, int gid, uint64_t id) {
   if (off == INT64_MIN) {
     sl_source_flush(s);
     off = s->vt->offset ? s->vt->offset(s) : -1;
-    push_barrier(c, gid, id);
+    sl_core_mark(c, gid, SL_BATCH_BARRIER, id, 0);
   }
   if (sl_ckpt_add_source(img, name_of(c, gid), off))
     sl_core_fail(c, 3);

@@ -111,6 +111,11 @@ void sl_core_done(sl_core_t *c);
 /* Pushes a copy of bytes on channel cid as a new batch. 0 ok, -1 OOM. */
 int sl_core_send(sl_core_t *c, int cid, uint32_t kind, const void *data,
                  size_t len, uint32_t nrec, uint32_t closing);
+/* Pushes a marker batch (no records) of `kind` on every out channel of
+ * instance gid: a checkpoint barrier `id`, or END with `closing`. Fails the
+ * pipeline on OOM. The producing thread of gid. */
+void sl_core_mark(sl_core_t *c, int gid, uint32_t kind, uint64_t id,
+                  uint32_t closing);
 /* Is any channel that instance gid's output can reach parked in overflow? */
 int sl_core_blocked(sl_core_t *c, int gid);
 /* Producer side: drains the overflow of every out channel of gid. */

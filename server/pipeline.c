@@ -63,6 +63,21 @@ int sl_core_send(sl_core_t *c, int cid, uint32_t kind, const void *data,
   return 0;
 }
 
+void sl_core_mark(sl_core_t *c, int gid, uint32_t kind, uint64_t id,
+                  uint32_t closing) {
+  const sl_plan_inst_t *pi = &c->plan->insts[gid];
+  for (int i = 0; i < pi->n_out_ch; i++) {
+    sl_batch_t *b = sl_batch_create(kind, NULL, 0, 0);
+    if (!b) {
+      sl_core_fail(c, 3);
+      return;
+    }
+    b->id = id;
+    b->closing = closing;
+    sl_channel_push(&c->chans[pi->out_ch[i]], b);
+  }
+}
+
 int sl_core_blocked(sl_core_t *c, int gid) {
   const sl_plan_inst_t *pi = &c->plan->insts[gid];
   for (int i = 0; i < pi->n_block_ch; i++)

@@ -155,11 +155,7 @@ void sl_source_end(sl_source_t *s, int closing) {
   sl_checkpoint_source_ended(sc->c, sc->gid,
                              s->vt->offset ? s->vt->offset(s) : -1, closing);
   s->ended = 1;
-  const sl_plan_inst_t *pi = &sc->c->plan->insts[sc->gid];
-  for (int i = 0; i < pi->n_out_ch; i++)
-    if (sl_core_send(sc->c, pi->out_ch[i], SL_BATCH_END, NULL, 0, 0,
-                     (uint32_t)closing))
-      sl_core_fail(sc->c, 3);
+  sl_core_mark(sc->c, sc->gid, SL_BATCH_END, 0, (uint32_t)closing);
   sl_log(SL_LOG_INFO, "source", "'%s' %s after %llu records", s->cfg->name,
          closing ? "ended" : "stopped", (unsigned long long)s->records_out);
 }

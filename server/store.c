@@ -9,6 +9,7 @@
 #include "store_impl.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,21 @@ static int sl_store_cmp_desc(const void *a, const void *b) {
 void sl_store_sort_ids(uint64_t *ids, size_t n) {
   if (n > 1)
     qsort(ids, n, sizeof(*ids), sl_store_cmp_desc);
+}
+
+uint64_t sl_store_parse_id(const char *s, size_t len) {
+  uint64_t v = 0;
+  if (len == 0 || len > 20)
+    return 0;
+  for (size_t i = 0; i < len; i++) {
+    if (s[i] < '0' || s[i] > '9')
+      return 0;
+    uint64_t d = (uint64_t)(s[i] - '0');
+    if (v > (UINT64_MAX - d) / 10)
+      return 0;
+    v = v * 10 + d;
+  }
+  return v;
 }
 
 static void sl_store_clear(char **err) {

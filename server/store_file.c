@@ -325,21 +325,9 @@ static int sl_file_read(sl_store_t *s, uint64_t id, uint8_t **data, size_t *len,
 
 /* "<digits>" with an optional "\n": the id, or 0 if not that. */
 static uint64_t sl_file_parse_id(const char *s, size_t len) {
-  uint64_t v = 0;
-  size_t i = 0;
   if (len && s[len - 1] == '\n')
     len--;
-  if (len == 0 || len > 20)
-    return 0;
-  for (; i < len; i++) {
-    if (s[i] < '0' || s[i] > '9')
-      return 0;
-    uint64_t d = (uint64_t)(s[i] - '0');
-    if (v > (UINT64_MAX - d) / 10)
-      return 0;
-    v = v * 10 + d;
-  }
-  return v;
+  return sl_store_parse_id(s, len);
 }
 
 static int sl_file_latest(sl_store_t *s, uint64_t *id, char **err) {

@@ -41,5 +41,8 @@ int sl_store_errf(char **err, const char *fmt, ...)
 
 /* Sorts ids newest (highest) first. */
 void sl_store_sort_ids(uint64_t *ids, size_t n);
+/* s[0..len) as a checkpoint id: 1 to 20 decimal digits that fit a u64;
+ * 0 for anything else. */
+uint64_t sl_store_parse_id(const char *s, size_t len);
 
 #endif

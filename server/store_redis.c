@@ -66,22 +66,6 @@ static void sl_redis_image_key(const sl_store_redis_t *r, char *key,
   snprintf(key, SL_REDIS_KEY_MAX, "%s:chk:%" PRIu64, r->url.prefix, id);
 }
 
-/* "<digits>" (1..20 of them, no sign, no leading junk): the id, or 0. */
-static uint64_t sl_redis_parse_id(const char *s, size_t len) {
-  uint64_t v = 0;
-  if (len == 0 || len > 20)
-    return 0;
-  for (size_t i = 0; i < len; i++) {
-    if (s[i] < '0' || s[i] > '9')
-      return 0;
-    uint64_t d = (uint64_t)(s[i] - '0');
-    if (v > (UINT64_MAX - d) / 10)
-      return 0;
-    v = v * 10 + d;
-  }
-  return v;
-}
-
 static int sl_redis_oom(char **err) {
   return sl_store_errf(err, "checkpoint store: out of memory");
 }
@@ -282,7 +266,7 @@ static int sl_redis_op_list(sl_store_redis_t *r, void *arg, int *lost,
     for (size_t i = 0; out->ids && i < rep->elements; i++) {
       redisReply *e = rep->element[i];
       uint64_t id =
-          e->type == REDIS_REPLY_STRING ? sl_redis_parse_id(e->str, e->len) : 0;
+          e->type == REDIS_REPLY_STRING ? sl_store_parse_id(e->str, e->len) : 0;
       if (id)
         out->ids[out->n++] = id;
     }
@@ -344,7 +328,7 @@ static int sl_redis_op_latest(sl_store_redis_t *r, void *arg, int *lost,
   if (!rep)
     return -1;
   if (rep->type == REDIS_REPLY_STRING) {
-    *id = sl_redis_parse_id(rep->str, rep->len);
+    *id = sl_store_parse_id(rep->str, rep->len);
     if (*id == 0)
       sl_store_errf(err, "redis at %s: %s: not a checkpoint id", r->where, lat);
   } else if (rep->type != REDIS_REPLY_NIL) {

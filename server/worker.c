@@ -284,15 +284,7 @@ static void barrier_complete(sl_worker_t *w, int gid, uint64_t id) {
   sl_core_t *c = w->core;
   const sl_plan_inst_t *pi = &c->plan->insts[gid];
   snapshot(w, gid, id);
-  for (int i = 0; i < pi->n_out_ch; i++) {
-    sl_batch_t *b = sl_batch_create(SL_BATCH_BARRIER, NULL, 0, 0);
-    if (!b) {
-      sl_core_fail(c, 3);
-      return;
-    }
-    b->id = id;
-    sl_channel_push(&c->chans[pi->out_ch[i]], b);
-  }
+  sl_core_mark(c, gid, SL_BATCH_BARRIER, id, 0);
   sl_align_done(c, gid);
   for (int i = 0; i < pi->n_chained_to; i++)
     if (sl_align_barrier(c, pi->chained_to[i], -1, id))
@@ -326,9 +318,7 @@ static void end_instance(sl_worker_t *w, int gid) {
   lua_pushboolean(w->L, rt->closing);
   arm_timer(w, call_lua(w, w->fn_end, 2));
   snapshot(w, gid, SL_CKPT_FINAL); /* the state after close: final */
-  for (int i = 0; i < pi->n_out_ch; i++)
-    if (sl_core_send(c, pi->out_ch[i], SL_BATCH_END, NULL, 0, 0, rt->closing))
-      sl_core_fail(c, 3);
+  sl_core_mark(c, gid, SL_BATCH_END, 0, (uint32_t)rt->closing);
   sl_core_done(c);
   for (int i = 0; i < pi->n_chained_to; i++)
     end_input(w, pi->chained_to[i], -1, rt->closing);
