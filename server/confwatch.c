@@ -9,6 +9,7 @@
  */
 #include "confwatch.h"
 
+#include "hash.h"
 #include "log.h"
 
 #include <stdio.h>
@@ -30,13 +31,14 @@ typedef struct sl_confwatch_s {
 
 static uint64_t hash_file(const char *path, int *ok) {
   FILE *f = fopen(path, "rb");
-  uint64_t h = 1469598103934665603ULL;
+  uint64_t h = SL_FNV1A_INIT;
   *ok = f != NULL;
   if (!f)
     return 0;
-  int ch;
-  while ((ch = fgetc(f)) != EOF)
-    h = (h ^ (uint64_t)(unsigned char)ch) * 1099511628211ULL;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+    h = sl_hash_fnv1a(h, buf, n);
   fclose(f);
   return h;
 }

@@ -1,9 +1,11 @@
-/* hash.c - the key hash behind key grouping: MurmurHash3 x86_32, seed 0.
+/* hash.c - the key hash behind key grouping: MurmurHash3 x86_32, seed 0;
+ * and FNV-1a (hash.h), with which reload tells a changed file.
  *
  * Owns nothing; pure function, any thread (workers call it through the FFI,
  * see luaapi.h). Blocks are read little-endian byte by byte, so the result is
  * the reference MurmurHash3_x86_32 value on every platform.
  */
+#include "hash.h"
 #include "luaapi.h"
 
 static inline uint32_t sl_hash_rotl(uint32_t x, int r) {
@@ -51,4 +53,13 @@ uint32_t sl_hash_bytes(const char *s, size_t n) {
   }
   h ^= (uint32_t)n; /* the reference hashes the length as a 32-bit int */
   return sl_hash_fmix(h);
+}
+
+uint64_t sl_hash_fnv1a(uint64_t h, const void *p, size_t n) {
+  const uint8_t *b = p;
+  for (size_t i = 0; i < n; i++) {
+    h ^= b[i];
+    h *= 1099511628211ull;
+  }
+  return h;
 }

@@ -2,7 +2,7 @@
  *
  * Owns no memory: a histogram lives inside whatever owns the thing measured
  * (an operator instance's runtime record, core.h). Observing costs a short
- * scan of 16 bounds and three relaxed load/store pairs: it is done once per
+ * scan of 16 bounds and two relaxed load/store pairs: it is done once per
  * batch, never per record.
  */
 #include "histo.h"
@@ -33,13 +33,11 @@ void sl_counter_add(_Atomic uint64_t *v, uint64_t n) {
 void sl_histo_observe(sl_histo_t *h, uint64_t ns, uint64_t n) {
   if (!n)
     return;
-  for (int i = 0; i < SL_HISTO_BUCKETS; i++)
-    if (ns <= bounds_ns[i]) {
-      sl_counter_add(&h->le[i], n);
-      break;
-    }
+  int i = 0;
+  while (i < SL_HISTO_BUCKETS && ns > bounds_ns[i])
+    i++;
+  sl_counter_add(&h->le[i], n); /* i == SL_HISTO_BUCKETS: over the top */
   sl_counter_add(&h->sum_ns, ns * n);
-  sl_counter_add(&h->count, n);
 }
 
 void sl_histo_read(const sl_histo_t *h, sl_histo_snap_t *out) {
@@ -48,11 +46,8 @@ void sl_histo_read(const sl_histo_t *h, sl_histo_snap_t *out) {
     cum += atomic_load_explicit(&h->le[i], memory_order_relaxed);
     out->cum[i] = cum;
   }
-  out->count = atomic_load_explicit(&h->count, memory_order_relaxed);
+  out->count = cum + atomic_load_explicit(&h->le[SL_HISTO_BUCKETS],
+                                          memory_order_relaxed);
   out->sum_s =
       (double)atomic_load_explicit(&h->sum_ns, memory_order_relaxed) / 1e9;
-  /* buckets are written before count: a scrape between the two would show
-   * a bucket ahead of +Inf, which Prometheus rejects */
-  if (out->count < cum)
-    out->count = cum;
 }

@@ -5,9 +5,9 @@
  * plain array of counters: no allocation, nothing to create or destroy
  * beyond zeroing it. One thread observes (the thread that owns the
  * instance); any thread may read with sl_histo_read. The counters are
- * relaxed atomics: a reader sees each one whole, but may see a bucket
- * incremented before `count` is (a scrape is a snapshot of counters that
- * only grow, not a transaction).
+ * relaxed atomics: a reader sees each one whole (a scrape is a snapshot of
+ * counters that only grow, not a transaction; the count is the buckets'
+ * total, so it always agrees with them).
  */
 #ifndef SL_HISTO_H
 #define SL_HISTO_H
@@ -18,9 +18,10 @@
 #define SL_HISTO_BUCKETS 16 /* finite bounds; +Inf is `count` */
 
 typedef struct sl_histo_s {
-  _Atomic uint64_t le[SL_HISTO_BUCKETS]; /* NOT cumulative: this bucket only */
-  _Atomic uint64_t count;                /* observations */
-  _Atomic uint64_t sum_ns;               /* their sum */
+  /* NOT cumulative: this bucket only; [SL_HISTO_BUCKETS] is over the top
+   * bound. Their total is the count. */
+  _Atomic uint64_t le[SL_HISTO_BUCKETS + 1];
+  _Atomic uint64_t sum_ns; /* the observations' sum */
 } sl_histo_t;
 
 /* The upper bound of bucket i, in nanoseconds (i < SL_HISTO_BUCKETS). */
@@ -39,7 +40,7 @@ typedef struct sl_histo_snap_s {
   uint64_t count;
   double sum_s;
 } sl_histo_snap_t;
-/* Any thread. cum[] never exceeds count in the copy. */
+/* Any thread. count is the total of the buckets, +Inf included. */
 void sl_histo_read(const sl_histo_t *h, sl_histo_snap_t *out);
 
 #endif

@@ -16,6 +16,7 @@
 
 #include "checkpoint.h"
 #include "confwatch.h"
+#include "hash.h"
 #include "log.h"
 #include "luaapi.h"
 #include "sluice.h"
@@ -91,15 +92,6 @@ struct sl_watch_s {
 };
 
 /* ---- files ---- */
-
-static uint64_t fnv1a(const char *s, size_t n) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; i++) {
-    h ^= (uint8_t)s[i];
-    h *= 1099511628211ull;
-  }
-  return h;
-}
 
 /* The whole file, or NULL (missing, unreadable, too big). */
 static char *read_all(const char *path, size_t *len) {
@@ -195,7 +187,7 @@ static void begin(sl_watch_t *wt, int i, int force) {
            "%s: cannot read it now; the running version stays", s->display);
     return;
   }
-  uint64_t h = fnv1a(src, len);
+  uint64_t h = sl_hash_fnv1a(SL_FNV1A_INIT, src, len);
   if (!force && s->have_hash && h == s->hash) {
     sl_log(SL_LOG_DEBUG, "reload", "%s: touched but unchanged", s->display);
     free(src);
@@ -439,7 +431,7 @@ int sl_watch_create(sl_core_t *c) {
       size_t len = 0;
       char *src = read_all(s->path, &len);
       if (src) {
-        s->hash = s->run_hash = fnv1a(src, len);
+        s->hash = s->run_hash = sl_hash_fnv1a(SL_FNV1A_INIT, src, len);
         s->have_hash = 1;
         free(src);
       }
