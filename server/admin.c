@@ -76,8 +76,8 @@ static void conn_closed(uv_handle_t *h) {
   sl_conn_t *k = h->data;
   if (++k->closing < 3)
     return;
-  free(k->url.p);
-  free(k->out.p);
+  sl_text_free(&k->url);
+  sl_text_free(&k->out);
   free(k->op);
   free(k->key);
   free(k);
@@ -153,7 +153,7 @@ static void respond(sl_conn_t *k, int status, const char *type,
     conn_close(k);
     return;
   }
-  uv_buf_t b = uv_buf_init(o->p, (unsigned)o->len);
+  uv_buf_t b = uv_buf_init((char *)o->buf.data, (unsigned)o->buf.len);
   k->wr.data = k;
   if (uv_write(&k->wr, (uv_stream_t *)&k->tcp, &b, 1, on_written))
     conn_close(k);
@@ -168,9 +168,9 @@ static void respond_json(sl_conn_t *k, int status, sl_text_t *s) {
     respond_text(k, 500, "out of memory\n");
   } else {
     SL_TEXT_LIT(s, "\n");
-    respond(k, status, "application/json", NULL, s->p ? s->p : "", s->len);
+    respond(k, status, "application/json", NULL, sl_text_str(s), s->buf.len);
   }
-  free(s->p);
+  sl_text_free(s);
 }
 
 static void respond_error(sl_conn_t *k, int status, const char *msg) {
@@ -202,7 +202,7 @@ static void get_metrics(sl_conn_t *k) {
     respond_text(k, 500, "out of memory\n");
   else
     respond(k, 200, "text/plain; version=0.0.4; charset=utf-8", NULL,
-            s.p ? s.p : "", s.len);
+            sl_text_str(&s), s.buf.len);
   sl_text_free(&s);
 }
 
@@ -257,7 +257,7 @@ static void post_checkpoint(sl_conn_t *k) {
     return;
   }
   sl_log(SL_LOG_INFO, "admin", "POST /checkpoint: checkpoint %" PRIu64, id);
-  const char *q = k->url.p ? strchr(k->url.p, '?') : NULL;
+  const char *q = strchr(sl_text_str(&k->url), '?');
   if (q && (strstr(q, "wait=false") || strstr(q, "wait=0"))) {
     sl_text_t s = {0};
     sl_text_printf(&s, "{\"id\":%" PRIu64 ",\"status\":\"started\"}", id);
@@ -376,7 +376,7 @@ static void get_state(sl_conn_t *k, const char *rest, size_t n) {
 }
 
 static void route(sl_conn_t *k) {
-  const char *url = k->url.p ? k->url.p : "";
+  const char *url = sl_text_str(&k->url);
   size_t n = strcspn(url, "?#");
   int m = k->parser.method;
   struct {

@@ -1,6 +1,6 @@
 /* text.c - the admin API's text buffer (see text.h).
  *
- * Owns only each buffer's block; doubles it as it grows.
+ * Owns only each buffer's block, grown by sl_buf_reserve (codec.c).
  */
 #include "text.h"
 
@@ -12,21 +12,13 @@
 void sl_text_add(sl_text_t *s, const char *data, size_t n) {
   if (s->oom)
     return;
-  if (s->len + n + 1 > s->cap) {
-    size_t cap = s->cap ? s->cap : 256;
-    while (cap < s->len + n + 1)
-      cap *= 2;
-    char *p = realloc(s->p, cap);
-    if (!p) {
-      s->oom = 1;
-      return;
-    }
-    s->p = p;
-    s->cap = cap;
+  if (sl_buf_reserve(&s->buf, n + 1) < 0) { /* + the NUL */
+    s->oom = 1;
+    return;
   }
-  memcpy(s->p + s->len, data, n);
-  s->len += n;
-  s->p[s->len] = 0;
+  memcpy(s->buf.data + s->buf.len, data, n);
+  s->buf.len += n;
+  s->buf.data[s->buf.len] = 0;
 }
 
 void sl_text_printf(sl_text_t *s, const char *fmt, ...) {
@@ -90,8 +82,6 @@ void sl_text_label(sl_text_t *s, const char *v) {
 }
 
 void sl_text_free(sl_text_t *t) {
-  free(t->p);
-  t->p = NULL;
-  t->len = t->cap = 0;
+  sl_buf_free(&t->buf);
   t->oom = 0;
 }
