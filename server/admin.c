@@ -265,9 +265,7 @@ static void post_checkpoint(sl_conn_t *k) {
     return;
   }
   k->ckpt = id;
-  sl_checkpoint_stats_t ck;
-  sl_checkpoint_stats(c, &ck);
-  double limit = ck.timeout_ms + 5000;
+  double limit = c->plan->ckpt_timeout_ms + 5000;
   uv_timer_start(
       &k->timer, on_conn_timeout,
       limit > SL_ADMIN_TIMEOUT_MS ? (uint64_t)limit : SL_ADMIN_TIMEOUT_MS, 0);

@@ -720,7 +720,6 @@ void sl_checkpoint_stats(sl_core_t *c, sl_checkpoint_stats_t *out) {
   out->last_duration_ms = k->last_done_duration;
   out->last_bytes = k->last_done_bytes;
   out->pending = k->pending;
-  out->timeout_ms = k->timeout_ms;
 }
 
 int sl_checkpoint_outcome(sl_core_t *c, uint64_t id,

@@ -88,7 +88,6 @@ typedef struct sl_checkpoint_stats_s {
   double last_time_ms, last_duration_ms; /* its completion (epoch ms), cost */
   uint64_t last_bytes;                   /* its image's size */
   uint64_t pending;                      /* in progress; 0 = none */
-  double timeout_ms;                     /* a checkpoint's time limit */
 } sl_checkpoint_stats_t;
 void sl_checkpoint_stats(sl_core_t *c, sl_checkpoint_stats_t *out);
 /* What became of checkpoint `id` (POST /checkpoint waits for it). The

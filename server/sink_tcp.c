@@ -228,17 +228,20 @@ static void ts_on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
     ts_lost(st->data, (int)n);
 }
 
+/* A connect failed (status): WARN, drop the handle, retry after back-off. */
+static void ts_connect_failed(tsink_t *t, int status) {
+  sl_log(SL_LOG_WARN, "sink",
+         "'%s': cannot connect to %s: %s (retry in %llu ms)", ts_name(t),
+         ts_peer(t), uv_strerror(status), (unsigned long long)t->backoff_ms);
+  ts_drop(t);
+}
+
 static void ts_on_connect(uv_connect_t *req, int status) {
   tsink_t *t = req->data;
   if (status == UV_ECANCELED)
     return; /* closed while connecting */
   if (status < 0) {
-    sl_log(SL_LOG_WARN, "sink",
-           "'%s': cannot connect to %s: %s (retry in "
-           "%llu ms)",
-           ts_name(t), ts_peer(t), uv_strerror(status),
-           (unsigned long long)t->backoff_ms);
-    ts_drop(t);
+    ts_connect_failed(t, status);
     return;
   }
   t->state = TS_UP;
@@ -269,14 +272,8 @@ static void ts_connect(tsink_t *t) {
   t->state = TS_CONNECTING;
   int rc = uv_tcp_connect(&t->creq, t->tcp, (struct sockaddr *)&t->addr,
                           ts_on_connect);
-  if (rc < 0) {
-    sl_log(SL_LOG_WARN, "sink",
-           "'%s': cannot connect to %s: %s (retry in "
-           "%llu ms)",
-           ts_name(t), ts_peer(t), uv_strerror(rc),
-           (unsigned long long)t->backoff_ms);
-    ts_drop(t);
-  }
+  if (rc < 0)
+    ts_connect_failed(t, rc);
 }
 
 /* ---- writing ---- */
