@@ -17,15 +17,53 @@
 #include <string.h>
 #include <unistd.h>
 
+static const char USAGE[] =
+    "usage: sluice run PIPELINE.conf [--workers N] [--restore latest|none|ID]\n"
+    "                  [--log-level LEVEL] [--log-format text|json]\n"
+    "       sluice check PIPELINE.conf\n"
+    "       sluice test [SPEC...]\n"
+    "       sluice version\n"
+    "       sluice help | --help | COMMAND --help\n";
+
+static const char HELP[] =
+    "\n"
+    "commands:\n"
+    "  run      load the conf, run the pipeline until its bounded sources are\n"
+    "           drained (exit 0) or SIGINT/SIGTERM (drain, final checkpoint,\n"
+    "           exit 0)\n"
+    "  check    validate the conf and compile every script; exit 0, or print\n"
+    "           FILE:LINE: message lines and exit 1\n"
+    "  test     run Busted specs under LuaJIT with sluice.testing on the path\n"
+    "  version  print the version\n"
+    "\n"
+    "run options:\n"
+    "  --workers N             worker threads (default: the conf's, else "
+    "cores)\n"
+    "  --restore latest|none|ID  with a checkpoint block: resume from the\n"
+    "                          newest checkpoint (default), start empty, or\n"
+    "                          resume from checkpoint ID\n"
+    "  --log-level LEVEL       debug, info (default), warn or error\n"
+    "  --log-format text|json  log lines on stderr (default text)\n"
+    "\n"
+    "exit codes: 0 ok, 1 bad conf or command line, 3 runtime failure,\n"
+    "4 an operator with on_error = \"stop\" failed, 5 Redis unreachable.\n"
+    "Docs: README.md and docs/ in the source tree.\n";
+
+/* Bad command line: the usage on stderr, exit 1. */
 static int usage(void) {
-  fprintf(stderr,
-          "usage: sluice run PIPELINE.conf [--workers N] [--restore "
-          "latest|none|ID]\n"
-          "                  [--log-level LEVEL] [--log-format text|json]\n"
-          "       sluice check PIPELINE.conf\n"
-          "       sluice test [SPEC...]\n"
-          "       sluice version\n");
+  fputs(USAGE, stderr);
   return SL_EXIT_CONF;
+}
+
+/* Asked for: the usage and the help on stdout, exit 0. */
+static int help(void) {
+  fputs(USAGE, stdout);
+  fputs(HELP, stdout);
+  return SL_EXIT_OK;
+}
+
+static int is_help(const char *a) {
+  return !strcmp(a, "--help") || !strcmp(a, "-h") || !strcmp(a, "help");
 }
 
 /* Parses the flags after the conf path; -1 on a bad one. */
@@ -108,6 +146,8 @@ int main(int argc, char **argv) {
   if (argc < 2)
     return usage();
   const char *cmd = argv[1];
+  if (is_help(cmd))
+    return help();
   if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
     printf("sluice %s\n", sl_version());
     return SL_EXIT_OK;
@@ -115,7 +155,10 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "test"))
     return run_tests(argc - 2, argv + 2);
   if ((strcmp(cmd, "run") && strcmp(cmd, "check")) || argc < 3)
-    return usage();
+    return argc >= 3 && is_help(argv[2]) ? help() : usage();
+  for (int i = 2; i < argc; i++)
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+      return help();
   sl_options_t o = {.conf_path = argv[2], .workers = 0};
   if (parse_flags(argc - 3, argv + 3, &o))
     return usage();

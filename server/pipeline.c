@@ -285,12 +285,15 @@ static void log_summary(sl_core_t *c, double ms) {
           in += rt->sink->records_in, errors += rt->sink->errors;
       }
     }
-    sl_log(SL_LOG_INFO, "pipeline", "%s '%s': %llu in, %llu out, %llu errors",
-           node->type == SL_NODE_SOURCE     ? "source"
-           : node->type == SL_NODE_OPERATOR ? "operator"
-                                            : "sink",
-           node->cfg.name, (unsigned long long)in, (unsigned long long)out,
-           (unsigned long long)errors);
+    if (node->type == SL_NODE_SINK) /* a sink's records leave the pipeline */
+      sl_log(SL_LOG_INFO, "pipeline", "sink '%s': %llu written, %llu errors",
+             node->cfg.name, (unsigned long long)in,
+             (unsigned long long)errors);
+    else
+      sl_log(SL_LOG_INFO, "pipeline", "%s '%s': %llu in, %llu out, %llu errors",
+             node->type == SL_NODE_SOURCE ? "source" : "operator",
+             node->cfg.name, (unsigned long long)in, (unsigned long long)out,
+             (unsigned long long)errors);
   }
   sl_log(SL_LOG_INFO, "pipeline", "finished in %.0f ms", ms);
 }

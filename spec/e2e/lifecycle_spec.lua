@@ -80,6 +80,21 @@ describe("e2e lifecycle", function()
     assert.is_truthy(out:match("^sluice %d+%.%d+[%w%.%-]*\n$"), out)
   end)
 
+  it("--help, help and COMMAND --help print the help on stdout and exit 0", function()
+    for _, args in ipairs({ { "--help" }, { "help" }, { "-h" }, { "run", "--help" },
+                            { "check", "--help" }, { "run", "p.conf", "--help" } }) do
+      local argv = { proc.bin() }
+      for _, a in ipairs(args) do argv[#argv + 1] = a end
+      local code, out = proc.run(argv, 10)
+      assert.are.equal(0, code, table.concat(args, " "))
+      assert.truthy(out:find("usage: sluice run PIPELINE.conf", 1, true), out)
+      assert.truthy(out:find("--restore latest|none|ID", 1, true), out)
+    end
+    -- a wrong command line is still an error (exit 1, usage on stderr)
+    local code = proc.run({ proc.bin(), "frobnicate" }, 10)
+    assert.are.equal(1, code)
+  end)
+
   it("generator count=10000 -> file: exits 0 with lines 1..10000", function()
     local code, _, stderr = proc.run_sluice(conf([[
 source "gen" { kind = "generator", count = 10000 }
