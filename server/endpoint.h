@@ -8,7 +8,8 @@
  *
  * Every function here runs on the I/O thread (thread 0), which owns every
  * source, sink and their libuv handles. Each kind lives in its own file
- * (source_file.c, sink_tcp.c, ...) and exports one vtable.
+ * (source_file.c, sink_tcp.c, ...), exports one vtable listed in kinds.c,
+ * and reads its own settings from its sl_node_cfg_t (settings.h) at start.
  */
 #ifndef SL_ENDPOINT_H
 #define SL_ENDPOINT_H
@@ -17,34 +18,8 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "codec.h" /* sl_buf_t */
-
-/* Settings of one source or sink, read from the plan (owned by the plan). */
-typedef struct sl_node_cfg_s {
-  const char *name;    /* the declaration's name */
-  const char *kind;    /* "file", "stdin", "tcp", "generator", "stdout" */
-  const char *path;    /* file: absolute path */
-  int follow;          /* file source: keep reading appended data (no end) */
-  const char *listen;  /* tcp source: "HOST:PORT" */
-  const char *connect; /* tcp sink: "HOST:PORT" */
-  size_t max_line;     /* tcp/stdin/file source: longest line accepted */
-  int64_t count;       /* generator: records, -1 = unbounded */
-  double rate;      /* generator: records per second, 0 = as fast as possible */
-  int exactly_once; /* sinks: stage records until their checkpoint commits */
-  int checkpointing; /* sinks: checkpoints are taken (precommit is called) */
-  /* redis source and sink */
-  const char *url;      /* "redis://[:PASSWORD@]HOST:PORT[/DB]" */
-  const char *stream;   /* source: the stream key */
-  const char *group;    /* source: the consumer group */
-  const char *consumer; /* source: this consumer's name (stable across runs) */
-  const char *start_at; /* source: "first" | "last": where a new group starts */
-  const char *field;    /* source: the entry field that is the value; NULL =
-                           the whole entry as a table */
-  const char *command;  /* sink: "xadd" | "hset" | "set" | "publish" */
-  const char *key;      /* sink: the Redis key; "{key}" = the record's key */
-  const char *pipeline; /* the pipeline's name (redis sink: marker keys) */
-  double connect_timeout_ms; /* redis: unreachable this long: exit 5 */
-} sl_node_cfg_t;
+#include "codec.h"    /* sl_buf_t */
+#include "settings.h" /* sl_node_cfg_t */
 
 typedef struct sl_source_s sl_source_t;
 typedef struct sl_sink_s sl_sink_t;
@@ -174,7 +149,7 @@ void sl_sink_fail(sl_sink_t *k, const char *why);
 /* The same with the exit code to end with (5: Redis unreachable). */
 void sl_sink_fail_code(sl_sink_t *k, int code, const char *why);
 
-/* ---- the kinds ---- */
+/* ---- the kinds (listed in kinds.c, the registry) ---- */
 extern const sl_source_vt_t sl_source_file_vt;
 extern const sl_source_vt_t sl_source_stdin_vt;
 extern const sl_source_vt_t sl_source_tcp_vt;
@@ -184,6 +159,7 @@ extern const sl_sink_vt_t sl_sink_stdout_vt;
 extern const sl_sink_vt_t sl_sink_file_vt;
 extern const sl_sink_vt_t sl_sink_tcp_vt;
 extern const sl_sink_vt_t sl_sink_redis_vt;
+extern const sl_sink_vt_t sl_sink_null_vt;
 
 /* Parses "HOST:PORT" (IPv4 or [IPv6]) into addr. 0 ok, -1 bad. */
 int sl_endpoint_parse_addr(const char *hostport, struct sockaddr_storage *addr);

@@ -138,7 +138,32 @@ static int grouping_of(const char *g) {
 
 /* ---- nodes, instances, channels ---- */
 
-static void read_node(lua_State *L, sl_plan_node_t *n, int *oom) {
+/* Every string, number and boolean field of the node on top of the stack,
+ * as its settings (settings.h): each kind reads its own. */
+static void read_settings(lua_State *L, sl_node_cfg_t *c, const char *pipeline,
+                          int *oom) {
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    int rc = 0;
+    if (lua_type(L, -2) == LUA_TSTRING) {
+      const char *k = lua_tostring(L, -2);
+      if (lua_type(L, -1) == LUA_TSTRING)
+        rc = sl_cfg_set_str(c, k, lua_tostring(L, -1));
+      else if (lua_type(L, -1) == LUA_TNUMBER)
+        rc = sl_cfg_set_num(c, k, lua_tonumber(L, -1));
+      else if (lua_type(L, -1) == LUA_TBOOLEAN)
+        rc = sl_cfg_set_bool(c, k, lua_toboolean(L, -1));
+    }
+    if (rc)
+      *oom = 1;
+    lua_pop(L, 1);
+  }
+  if (!c->pipeline && pipeline && sl_cfg_set_str(c, "pipeline", pipeline))
+    *oom = 1;
+}
+
+static void read_node(lua_State *L, sl_plan_node_t *n, const char *pipeline,
+                      int *oom) {
   n->id = get_int(L, "id", 0);
   char *type = get_str(L, "type", oom);
   n->type = !type                     ? SL_NODE_OPERATOR
@@ -153,28 +178,7 @@ static void read_node(lua_State *L, sl_plan_node_t *n, int *oom) {
   char *g = get_str(L, "grouping", oom);
   n->grouping = g ? grouping_of(g) : SL_GROUP_SHUFFLE;
   free(g);
-  sl_node_cfg_t *c = &n->cfg;
-  c->name = get_str(L, "name", oom);
-  c->kind = get_str(L, "kind", oom);
-  c->path = get_str(L, "path", oom);
-  c->listen = get_str(L, "listen", oom);
-  c->connect = get_str(L, "connect", oom);
-  lua_getfield(L, -1, "follow");
-  c->follow = lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  c->url = get_str(L, "url", oom);
-  c->stream = get_str(L, "stream", oom);
-  c->group = get_str(L, "group", oom);
-  c->consumer = get_str(L, "consumer", oom);
-  c->start_at = get_str(L, "start_at", oom);
-  c->field = get_str(L, "field", oom);
-  c->command = get_str(L, "command", oom);
-  c->key = get_str(L, "key", oom);
-  c->pipeline = get_str(L, "pipeline", oom);
-  c->connect_timeout_ms = get_num(L, "connect_timeout_ms", 0);
-  c->max_line = (size_t)get_num(L, "max_line", 1048576);
-  c->count = (int64_t)get_num(L, "count", -1);
-  c->rate = get_num(L, "rate", 0);
+  read_settings(L, &n->cfg, pipeline, oom);
 }
 
 static void read_outs(lua_State *L, sl_plan_inst_t *in, int *oom) {
@@ -335,7 +339,7 @@ static int read_plan(lua_State *L, sl_plan_t *p) {
   p->chans = calloc((size_t)p->n_chans + 1, sizeof *p->chans);
   if (!p->nodes || !p->insts || !p->chans)
     return -1;
-  EACH(L, "nodes", p->n_nodes, read_node(L, &p->nodes[i_], &oom));
+  EACH(L, "nodes", p->n_nodes, read_node(L, &p->nodes[i_], p->name, &oom));
   EACH(L, "instances", p->n_insts, {
     read_inst(L, &p->insts[i_], &oom);
     read_chained(L, &p->insts[i_], p->n_insts, &oom);
@@ -464,24 +468,11 @@ int sl_plan_load(const char *path, int workers, sl_plan_t **out,
   return 0;
 }
 
-static void free_cfg(sl_node_cfg_t *c) {
-  free((char *)c->name);
-  free((char *)c->kind);
-  free((char *)c->path);
-  free((char *)c->listen);
-  free((char *)c->connect);
-  const char *redis[] = {c->url,      c->stream,   c->group,
-                         c->consumer, c->start_at, c->field,
-                         c->command,  c->key,      c->pipeline};
-  for (size_t i = 0; i < sizeof redis / sizeof redis[0]; i++)
-    free((char *)redis[i]);
-}
-
 void sl_plan_destroy(sl_plan_t *p) {
   if (!p)
     return;
   for (int i = 0; p->nodes && i < p->n_nodes; i++) {
-    free_cfg(&p->nodes[i].cfg);
+    sl_cfg_free(&p->nodes[i].cfg);
     free(p->nodes[i].script);
     free(p->nodes[i].chunkname);
   }

@@ -43,12 +43,14 @@ static double share_read(sl_core_t *c) {
     sl_source_t *s = &c->sources[i];
     const sl_node_cfg_t *cfg = s->cfg;
     struct stat st;
-    if (!strcmp(cfg->kind, "file") && !cfg->follow && cfg->path &&
-        s->vt->offset && stat(cfg->path, &st) == 0 && st.st_size > 0) {
+    const char *path = sl_cfg_str(cfg, "path");
+    double count = sl_cfg_num(cfg, "count", -1);
+    if (!strcmp(cfg->kind, "file") && !sl_cfg_bool(cfg, "follow") && path &&
+        s->vt->offset && stat(path, &st) == 0 && st.st_size > 0) {
       total += (double)st.st_size;
       done += s->ended ? (double)st.st_size : (double)s->vt->offset(s);
-    } else if (!strcmp(cfg->kind, "generator") && cfg->count > 0) {
-      total += (double)cfg->count;
+    } else if (!strcmp(cfg->kind, "generator") && count > 0) {
+      total += count;
       done += (double)s->records_out;
     }
   }

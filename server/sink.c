@@ -7,6 +7,7 @@
  */
 #include "checkpoint.h"
 #include "core.h"
+#include "kinds.h"
 #include "log.h"
 
 #include <stdlib.h>
@@ -23,20 +24,6 @@ typedef struct sl_sink_core_s {
   int later;
   uint64_t later_id; /* the checkpoint id, or SL_CKPT_FINAL */
 } sl_sink_core_t;
-
-static const sl_sink_vt_t *vt_of(const char *kind) {
-  if (!kind)
-    return NULL;
-  if (!strcmp(kind, "stdout"))
-    return &sl_sink_stdout_vt;
-  if (!strcmp(kind, "file"))
-    return &sl_sink_file_vt;
-  if (!strcmp(kind, "tcp"))
-    return &sl_sink_tcp_vt;
-  if (!strcmp(kind, "redis"))
-    return &sl_sink_redis_vt;
-  return NULL;
-}
 
 void sl_sink_ready(sl_sink_t *k) {
   sl_sink_core_t *kc = k->core;
@@ -214,7 +201,7 @@ int sl_core_sinks_create(sl_core_t *c) {
     sl_sink_core_t *kc = &cores[c->n_sinks++];
     kc->c = c;
     kc->gid = node->first_gid;
-    k->vt = vt_of(node->cfg.kind);
+    k->vt = sl_kinds_sink(node->cfg.kind);
     k->cfg = &node->cfg;
     k->loop = &c->loop;
     k->core = kc;

@@ -445,7 +445,7 @@ static int stdout_start(sl_sink_t *k) {
 static int file_start_eo(sl_sink_t *k);
 
 static int file_start(sl_sink_t *k) {
-  const char *path = k->cfg->path;
+  const char *path = sl_cfg_str(k->cfg, "path");
   uv_fs_t req;
   if (!path) {
     sl_log(SL_LOG_ERROR, "sink", "'%s': no path", k->cfg->name);
@@ -558,7 +558,7 @@ static void ls_close(sl_sink_t *k, sl_sink_cb done) {
 /* Opens PATH without truncating it (restore decided its length) and an empty
  * staging file beside it. 0 ok, -1 logged. */
 static int file_start_eo(sl_sink_t *k) {
-  const char *path = k->cfg->path;
+  const char *path = sl_cfg_str(k->cfg, "path");
   char *spath = ls_staging_path(path);
   struct stat st;
   int fd = -1, sfd = -1, rc = -ENOMEM;
@@ -720,7 +720,7 @@ static const char *ls_restore_why(int rc) {
 }
 
 static int ls_restore(sl_sink_t *k, const uint8_t *state, size_t len) {
-  const char *path = k->cfg->path;
+  const char *path = sl_cfg_str(k->cfg, "path");
   uint64_t want = 0, end = 0, unpub = 0, was = 0;
   if (!k->cfg->exactly_once)
     return 0; /* start truncates the file */

@@ -89,9 +89,8 @@ void sl_rsink_retry_later(sl_rsink_t *l, const char *why, uv_timer_cb cb) {
     return;
   if (l->down_since == 0)
     l->down_since = now;
-  double give_up = l->k->cfg->connect_timeout_ms > 0
-                       ? l->k->cfg->connect_timeout_ms
-                       : RS_GIVE_UP_MS;
+  double ct = sl_cfg_num(l->k->cfg, "connect_timeout_ms", 0);
+  double give_up = ct > 0 ? ct : RS_GIVE_UP_MS;
   if (now - l->down_since >= give_up) {
     sl_rsink_fail(l, "redis at %s:%d unreachable for %d s (%s): giving up",
                   l->url.host, l->url.port, (int)(give_up / 1000), why);
@@ -337,15 +336,18 @@ static int rs_start(sl_sink_t *k) {
     return -1;
   }
   l->k = k;
-  l->cmd = sl_rsink_command(c->command);
+  const char *url = sl_cfg_str(c, "url");
+  l->cmd = sl_rsink_command(sl_cfg_str(c, "command"));
+  l->key_tpl = sl_cfg_str(c, "key");
+  l->field_tpl = sl_cfg_str(c, "field");
   l->last_id = k->restored_id;
-  if (!c->url || sl_redis_url_parse(c->url, &l->url, &why) < 0 || l->cmd < 0 ||
-      !c->key) {
+  if (!url || sl_redis_url_parse(url, &l->url, &why) < 0 || l->cmd < 0 ||
+      !l->key_tpl) {
     sl_log(SL_LOG_ERROR, "sink", "'%s': %s", c->name,
-           why       ? why
-           : !c->url ? "no url"
-           : !c->key ? "no key"
-                     : "bad command");
+           why           ? why
+           : !url        ? "no url"
+           : !l->key_tpl ? "no key"
+                         : "bad command");
     free(l);
     return -1;
   }

@@ -125,7 +125,7 @@ static int rs_build(sl_rsink_t *l, const sl_codec_record_t *rec,
     return -1;
   if (has_key && sl_codec_line(&l->tmp_k, rec->key, rec->key_end) < 0)
     return -1;
-  if (rs_expand(&l->tmp_key, l->k->cfg->key, l->tmp_k.data, l->tmp_k.len) < 0)
+  if (rs_expand(&l->tmp_key, l->key_tpl, l->tmp_k.data, l->tmp_k.len) < 0)
     return -1;
   /* sl_buf data may be NULL when empty: point at "" then */
   const char *v = l->tmp_v.len ? (const char *)l->tmp_v.data : "";
@@ -146,9 +146,9 @@ static int rs_build(sl_rsink_t *l, const sl_codec_record_t *rec,
     }
     break;
   case RS_HSET: /* the field: the record's key, or the field template */
-    if (l->k->cfg->field) {
-      if (rs_expand(&l->tmp_field, l->k->cfg->field, l->tmp_k.data,
-                    l->tmp_k.len) < 0)
+    if (l->field_tpl) {
+      if (rs_expand(&l->tmp_field, l->field_tpl, l->tmp_k.data, l->tmp_k.len) <
+          0)
         return -1;
       ARG(l->tmp_field.len ? (const char *)l->tmp_field.data : "",
           l->tmp_field.len);

@@ -652,7 +652,8 @@ int sl_rsink_eo_restore(sl_sink_t *k, const uint8_t *state, size_t len) {
   memset(&tmp, 0, sizeof tmp);
   tmp.k = k;
   const char *why = NULL;
-  if (!c->url || sl_redis_url_parse(c->url, &tmp.url, &why) < 0) {
+  const char *url = sl_cfg_str(c, "url");
+  if (!url || sl_redis_url_parse(url, &tmp.url, &why) < 0) {
     sl_log(SL_LOG_ERROR, "sink", "'%s': %s", c->name, why ? why : "no url");
     return -1;
   }

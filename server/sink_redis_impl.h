@@ -41,6 +41,8 @@ typedef struct sl_rsink_s {
   sl_sink_t *k;
   sl_redis_url_t url;
   int cmd;
+  const char *key_tpl;   /* settings: the key template ("{key}") */
+  const char *field_tpl; /* hset: the field template, or NULL: the key */
   int eo;
   sl_buf_t tmp_v, tmp_k, tmp_key, tmp_field; /* scratch for one record */
   uv_timer_t timer;                          /* reconnects */

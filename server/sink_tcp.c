@@ -86,7 +86,7 @@ static const char *ts_name(tsink_t *t) {
 }
 
 static const char *ts_peer(tsink_t *t) {
-  return t->k->cfg->connect;
+  return sl_cfg_str(t->k->cfg, "connect");
 }
 
 static size_t ts_held(tsink_t *t) {
@@ -325,11 +325,13 @@ static void ts_pump(tsink_t *t) {
 
 static int ts_start(sl_sink_t *k) {
   struct sockaddr_storage addr;
-  if (!k->cfg->connect || sl_endpoint_parse_addr(k->cfg->connect, &addr)) {
+  if (!sl_cfg_str(k->cfg, "connect") ||
+      sl_endpoint_parse_addr(sl_cfg_str(k->cfg, "connect"), &addr)) {
     sl_log(SL_LOG_ERROR, "sink",
            "'%s': bad connect address \"%s\" (want "
            "HOST:PORT)",
-           k->cfg->name, k->cfg->connect ? k->cfg->connect : "");
+           k->cfg->name,
+           sl_cfg_str(k->cfg, "connect") ? sl_cfg_str(k->cfg, "connect") : "");
     return -1;
   }
   tsink_t *t = calloc(1, sizeof *t);

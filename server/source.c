@@ -10,6 +10,7 @@
 #include "checkpoint.h"
 #include "codec.h"
 #include "core.h"
+#include "kinds.h"
 #include "log.h"
 #include "luaapi.h"
 #include "sluice.h"
@@ -27,22 +28,6 @@ typedef struct sl_source_core_s {
   int started, began;
   sl_codec_writer_t w;
 } sl_source_core_t;
-
-static const sl_source_vt_t *vt_of(const char *kind) {
-  if (!kind)
-    return NULL;
-  if (!strcmp(kind, "file"))
-    return &sl_source_file_vt;
-  if (!strcmp(kind, "stdin"))
-    return &sl_source_stdin_vt;
-  if (!strcmp(kind, "tcp"))
-    return &sl_source_tcp_vt;
-  if (!strcmp(kind, "generator"))
-    return &sl_source_generator_vt;
-  if (!strcmp(kind, "redis"))
-    return &sl_source_redis_vt;
-  return NULL;
-}
 
 /* Shuffle: the channel of edge e that has been sent the fewest records, so
  * that batches of uneven size (a read chunk's tail) still balance. */
@@ -216,7 +201,7 @@ int sl_core_sources_create(sl_core_t *c) {
     sc->c = c;
     sc->gid = node->first_gid;
     sl_codec_writer_init(&sc->w);
-    s->vt = vt_of(node->cfg.kind);
+    s->vt = sl_kinds_source(node->cfg.kind);
     s->cfg = &node->cfg;
     s->loop = &c->loop;
     s->core = sc;

@@ -193,7 +193,7 @@ sl_fsrc_t *sl_fsrc_start(sl_source_t *s, uv_file fd, int own_fd, int64_t offset,
   f->offset = offset;
   f->follow = follow;
   f->name = copy;
-  size_t max = s->cfg->max_line ? s->cfg->max_line : SL_LINES_DEFAULT_MAX;
+  size_t max = (size_t)sl_cfg_num(s->cfg, "max_line", SL_LINES_DEFAULT_MAX);
   sl_lines_init(&f->lines, max, fsrc_on_line, fsrc_on_reject, f);
   uv_timer_init(s->loop, &f->timer);
   f->timer.data = f;
@@ -314,7 +314,8 @@ static int64_t file_start_at(sl_source_t *s, int64_t want, int64_t size) {
   sl_log(SL_LOG_WARN, "source",
          "'%s': %s has %lld bytes, fewer than the restored offset %lld: "
          "reading from its end",
-         s->cfg->name, s->cfg->path, (long long)size, (long long)want);
+         s->cfg->name, sl_cfg_str(s->cfg, "path"), (long long)size,
+         (long long)want);
   return size;
 }
 
@@ -322,10 +323,11 @@ static int64_t file_start_at(sl_source_t *s, int64_t want, int64_t size) {
 static int file_begin(sl_source_t *s, file_src_t *fs) {
   uv_file fd;
   int64_t size;
-  if (file_open(s, s->cfg->path, &fd, &size) < 0)
+  if (file_open(s, sl_cfg_str(s->cfg, "path"), &fd, &size) < 0)
     return -1;
   int64_t at = file_start_at(s, fs->start_at, size);
-  fs->f = sl_fsrc_start(s, fd, 1, at, s->cfg->follow, s->cfg->path);
+  fs->f = sl_fsrc_start(s, fd, 1, at, sl_cfg_bool(s->cfg, "follow"),
+                        sl_cfg_str(s->cfg, "path"));
   if (fs->f)
     return 0;
   uv_fs_t req;
@@ -336,7 +338,7 @@ static int file_begin(sl_source_t *s, file_src_t *fs) {
 
 static int file_start(sl_source_t *s) {
   file_src_t *fs = file_impl(s);
-  if (!s->cfg->path)
+  if (!sl_cfg_str(s->cfg, "path"))
     sl_log(SL_LOG_ERROR, "source", "'%s': no path", s->cfg->name);
   else if (fs && file_begin(s, fs) == 0)
     return 0;

@@ -37,6 +37,8 @@ typedef struct gen_s {
   int running;      /* the timer or the idle handle is active */
   int pending;      /* handles whose close callback is due */
   int started;      /* start ran: the handles are initialized */
+  int64_t count;    /* settings: records (-1 = unbounded) */
+  double rate;      /* records per second, 0 = as fast as possible */
   sl_source_cb done;
 } gen_t;
 
@@ -51,7 +53,7 @@ static char *gen_u64(char *end, uint64_t v) {
 }
 
 static int gen_exhausted(gen_t *g) {
-  int64_t count = g->s->cfg->count;
+  int64_t count = g->count;
   return count >= 0 && g->next > (uint64_t)count;
 }
 
@@ -83,7 +85,7 @@ static void gen_emit(gen_t *g, uint64_t max) {
 /* Records due at `rate` since the pacing started, at most a few ticks'
  * worth; a loop that fell behind restarts its pacing instead of bursting. */
 static uint64_t gen_due(gen_t *g) {
-  double rate = g->s->cfg->rate;
+  double rate = g->rate;
   uint64_t now = uv_now(g->s->loop);
   uint64_t want = (uint64_t)((double)(now - g->base_ms) * rate / 1000.0);
   uint64_t done = (g->next - 1) - g->base_n;
@@ -116,7 +118,7 @@ static void gen_run(gen_t *g) {
   g->running = 1;
   g->base_ms = uv_now(s->loop);
   g->base_n = g->next - 1;
-  if (s->cfg->rate > 0)
+  if (g->rate > 0)
     uv_timer_start(&g->timer, gen_on_tick, GEN_TICK_MS, GEN_TICK_MS);
   else
     uv_idle_start(&g->idle, gen_on_idle);
@@ -133,6 +135,8 @@ static gen_t *gen_impl(sl_source_t *s) {
     }
     g->s = s;
     g->next = 1;
+    g->count = (int64_t)sl_cfg_num(s->cfg, "count", -1);
+    g->rate = sl_cfg_num(s->cfg, "rate", 0);
     s->impl = g;
   }
   return s->impl;
@@ -142,7 +146,7 @@ static int gen_start(sl_source_t *s) {
   gen_t *g = gen_impl(s);
   if (!g)
     return -1;
-  if (!(s->cfg->rate >= 0)) { /* negative or NaN */
+  if (!(g->rate >= 0)) { /* negative or NaN */
     sl_log(SL_LOG_ERROR, "source", "'%s': rate must be >= 0", s->cfg->name);
     free(g);
     s->impl = NULL;
@@ -164,7 +168,7 @@ static int64_t gen_offset(sl_source_t *s) {
 /* A bounded generator's records still to come; unbounded: not known. */
 static int64_t gen_lag(sl_source_t *s) {
   gen_t *g = s->impl;
-  int64_t count = s->cfg->count;
+  int64_t count = (int64_t)sl_cfg_num(s->cfg, "count", -1);
   if (count < 0)
     return -1;
   int64_t done = g ? (int64_t)g->next - 1 : 0;

@@ -223,9 +223,8 @@ static void rs_failed(rs_t *r, const char *why) {
   double now = sl_now_ms();
   if (r->down_since == 0)
     r->down_since = now;
-  double give_up = r->s->cfg->connect_timeout_ms > 0
-                       ? r->s->cfg->connect_timeout_ms
-                       : SL_REDIS_CONNECT_TIMEOUT_MS;
+  double ct = sl_cfg_num(r->s->cfg, "connect_timeout_ms", 0);
+  double give_up = ct > 0 ? ct : SL_REDIS_CONNECT_TIMEOUT_MS;
   if (now - r->down_since >= give_up) {
     char msg[320];
     snprintf(msg, sizeof msg, "redis %s:%d unreachable for %d s: %s",
@@ -814,29 +813,33 @@ static int rs_start(sl_source_t *s) {
   if (!r)
     return -1;
   const char *why = NULL;
-  if (!cfg->url || sl_redis_url_parse(cfg->url, &r->url, &why)) {
+  const char *url = sl_cfg_str(cfg, "url"), *stream = sl_cfg_str(cfg, "stream");
+  const char *start_at = sl_cfg_str(cfg, "start_at");
+  const char *group = sl_cfg_str(cfg, "group");
+  const char *consumer = sl_cfg_str(cfg, "consumer");
+  const char *field = sl_cfg_str(cfg, "field");
+  if (!url || sl_redis_url_parse(url, &r->url, &why)) {
     sl_log(SL_LOG_ERROR, "source", "'%s': bad url: %s", cfg->name,
            why ? why : "missing");
     goto fail;
   }
-  if (!cfg->stream || !cfg->stream[0]) {
+  if (!stream || !stream[0]) {
     sl_log(SL_LOG_ERROR, "source", "'%s': no stream", cfg->name);
     goto fail;
   }
-  if (cfg->start_at && strcmp(cfg->start_at, "first") &&
-      strcmp(cfg->start_at, "last")) {
+  if (start_at && strcmp(start_at, "first") && strcmp(start_at, "last")) {
     sl_log(SL_LOG_ERROR, "source", "'%s': start must be \"first\" or \"last\"",
            cfg->name);
     goto fail;
   }
-  r->stream = cfg->stream;
-  r->group = cfg->group && cfg->group[0] ? cfg->group : cfg->name;
-  r->consumer = cfg->consumer && cfg->consumer[0] ? cfg->consumer : cfg->name;
-  if (!cfg->field || !strcmp(cfg->field, "*"))
+  r->stream = stream;
+  r->group = group && group[0] ? group : cfg->name;
+  r->consumer = consumer && consumer[0] ? consumer : cfg->name;
+  if (!field || !strcmp(field, "*"))
     r->field = NULL; /* the whole entry */
   else
-    r->field = cfg->field[0] ? cfg->field : "v";
-  r->start_first = cfg->start_at && !strcmp(cfg->start_at, "first");
+    r->field = field[0] ? field : "v";
+  r->start_first = start_at && !strcmp(start_at, "first");
   uv_timer_init(s->loop, &r->timer);
   r->timer.data = r;
   r->timer_open = 1;

@@ -148,7 +148,7 @@ static stdin_src_t *stdin_new(sl_source_t *s) {
     return NULL;
   }
   in->s = s;
-  size_t max = s->cfg->max_line ? s->cfg->max_line : SL_LINES_DEFAULT_MAX;
+  size_t max = (size_t)sl_cfg_num(s->cfg, "max_line", SL_LINES_DEFAULT_MAX);
   sl_lines_init(&in->lines, max, stdin_on_line, stdin_on_reject, in);
   return in;
 }

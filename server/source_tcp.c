@@ -211,7 +211,7 @@ static tcp_client_t *tcp_client_new(tcp_src_t *t) {
   if (!c)
     return NULL;
   c->src = t;
-  size_t max = t->s->cfg->max_line ? t->s->cfg->max_line : SL_LINES_DEFAULT_MAX;
+  size_t max = (size_t)sl_cfg_num(t->s->cfg, "max_line", SL_LINES_DEFAULT_MAX);
   sl_lines_init(&c->lines, max, tcp_on_line, tcp_on_reject, c);
   uv_tcp_init(t->s->loop, &c->tcp);
   c->tcp.data = c;
@@ -263,7 +263,7 @@ static int tcp_listen(tcp_src_t *t, const struct sockaddr_storage *addr) {
     rc = uv_listen((uv_stream_t *)&t->listener, TCP_BACKLOG, tcp_on_connection);
   if (rc < 0) {
     sl_log(SL_LOG_ERROR, "source", "'%s': cannot listen on %s: %s", tcp_name(t),
-           t->s->cfg->listen, uv_strerror(rc));
+           sl_cfg_str(t->s->cfg, "listen"), uv_strerror(rc));
     return -1;
   }
   struct sockaddr_storage ss;
@@ -278,11 +278,13 @@ static int tcp_listen(tcp_src_t *t, const struct sockaddr_storage *addr) {
 
 static int tcp_start(sl_source_t *s) {
   struct sockaddr_storage addr;
-  if (!s->cfg->listen || sl_endpoint_parse_addr(s->cfg->listen, &addr) < 0) {
+  if (!sl_cfg_str(s->cfg, "listen") ||
+      sl_endpoint_parse_addr(sl_cfg_str(s->cfg, "listen"), &addr) < 0) {
     sl_log(SL_LOG_ERROR, "source",
            "'%s': bad listen address \"%s\" (want "
            "HOST:PORT)",
-           s->cfg->name, s->cfg->listen ? s->cfg->listen : "");
+           s->cfg->name,
+           sl_cfg_str(s->cfg, "listen") ? sl_cfg_str(s->cfg, "listen") : "");
     return -1;
   }
   tcp_src_t *t = calloc(1, sizeof *t);

@@ -15,6 +15,7 @@
 -- M.scripts, run last, compiles the operators' scripts.
 
 local util = require("sluice.conf_util")
+local kinds = require("sluice.kinds")
 
 local fmtval, is_int, normalize, join = util.fmtval, util.is_int, util.normalize, util.join
 local parse_hostport, suggest, sorted_keys = util.parse_hostport, util.suggest, util.sorted_keys
@@ -22,58 +23,26 @@ local check_plain, copy_plain = util.check_plain, util.copy_plain
 
 local M = {}
 
-local SOURCE_KINDS = { file = true, stdin = true, tcp = true, generator = true, redis = true }
-local SINK_KINDS = { stdout = true, file = true, tcp = true, redis = true }
-local LATER_KINDS = {}
-local SOURCE_KIND_LIST = "file, stdin, tcp, generator, redis"
-local SINK_KIND_LIST = "stdout, file, tcp, redis"
-
--- Fields allowed per declaration (and per kind for sources and sinks).
+-- Fields allowed per declaration; a source's or sink's are its kind's
+-- (sluice.kinds).
 local FIELDS = {
   pipeline = { workers = true, guarantee = true, checkpoint = true, admin = true,
                max_parallelism = true },
   operator = { script = true, from = true, grouping = true, parallelism = true,
                params = true, on_error = true, dead_letter = true, jit = true,
                allow = true },
-  source = {
-    file = { kind = true, path = true, follow = true, max_line = true },
-    stdin = { kind = true, max_line = true },
-    tcp = { kind = true, listen = true, max_line = true },
-    generator = { kind = true, count = true, rate = true },
-    redis = { kind = true, url = true, stream = true, group = true, consumer = true,
-              start = true, field = true, connect_timeout = true },
-  },
-  sink = {
-    stdout = { kind = true, from = true },
-    file = { kind = true, path = true, from = true },
-    tcp = { kind = true, connect = true, from = true },
-    redis = { kind = true, url = true, command = true, key = true, field = true,
-              from = true, connect_timeout = true },
-  },
 }
+
 -- Every field any kind of source/sink knows (to tell "unknown" from "not for this kind").
-local ANY_FIELD = { source = {}, sink = {} }
-for _, t in ipairs({ "source", "sink" }) do
-  for _, set in pairs(FIELDS[t]) do
-    for f in pairs(set) do ANY_FIELD[t][f] = true end
-  end
-end
+local ANY_FIELD = { source = kinds.any_field("source"), sink = kinds.any_field("sink") }
 ANY_FIELD.source.parallelism = true
 ANY_FIELD.sink.parallelism = true
 ANY_FIELD.source.from = true
-
-local REQUIRED = {
-  source = { file = { "path" }, tcp = { "listen" }, redis = { "url", "stream" } },
-  sink = { file = { "path" }, tcp = { "connect" }, redis = { "url", "command", "key" } },
-}
 
 local GROUPINGS = { shuffle = true, key = true, broadcast = true, forward = true }
 local ON_ERROR = { skip = true, dead_letter = true, stop = true }
 local GUARANTEES = { at_most_once = 1, at_least_once = 2, exactly_once = 3 }
 local ALLOW = { io = true, os = true, ffi = true, require = true }
-local REDIS_COMMANDS = { xadd = true, hset = true, set = true, publish = true }
-
-local DEFAULT_MAX_LINE = 1048576
 local DEFAULT_MAX_PARALLELISM = 128
 
 ---------------------------------------------------------------------------
@@ -305,17 +274,13 @@ end
 -- supported yet (d.later) or unknown.
 local function check_kind(c, d)
   local ferr = c.ferr
-  local kinds = d.type == "source" and SOURCE_KINDS or SINK_KINDS
-  local kind_list = d.type == "source" and SOURCE_KIND_LIST or SINK_KIND_LIST
+  local kind_list = table.concat(kinds.names[d.type], ", ")
   local kind = d.fields.kind
   if kind == nil and d.broken then
     -- already reported
   elseif kind == nil then
     ferr(d, nil, "missing required field 'kind' (" .. kind_list .. ")")
-  elseif type(kind) == "string" and LATER_KINDS[kind] then
-    ferr(d, "kind", "kind '" .. kind .. "' is not supported yet")
-    d.later = true
-  elseif type(kind) ~= "string" or not kinds[kind] then
+  elseif type(kind) ~= "string" or not kinds.find(d.type, kind) then
     ferr(d, "kind", string.format("unknown %s kind %s (%s)", d.type, fmtval(kind), kind_list))
   else
     return kind
@@ -326,11 +291,12 @@ end
 -- The fields of source or sink d: those of its kind and the required ones;
 -- without a kind, those no kind knows.
 local function check_kind_fields(c, d, kind)
-  if d.broken or d.later then
+  if d.broken then
     -- no more noise about a declaration we could not read
   elseif kind then
-    check_fields(c, d, FIELDS[d.type][kind], ANY_FIELD[d.type])
-    for _, req in ipairs((REQUIRED[d.type] or {})[kind] or {}) do
+    local k = kinds.find(d.type, kind)
+    check_fields(c, d, kinds.allowed(d.type, k), ANY_FIELD[d.type])
+    for _, req in ipairs(k.required or {}) do
       if d.fields[req] == nil then c.ferr(d, nil, "missing required field '" .. req .. "'") end
     end
   else
@@ -343,96 +309,36 @@ local function check_kind_fields(c, d, kind)
   end
 end
 
-local function check_generator(c, d, n)
-  local ferr, F = c.ferr, d.fields
-  local count = F.count
-  if count == nil then
-    n.count = -1
-  elseif not is_int(count) or count < 0 then
-    ferr(d, "count", "count must be an integer >= 0 (leave it out for no end) (got "
-      .. fmtval(count) .. ")")
-    n.count = -1
-  else
-    n.count = count
-  end
-  local r = F.rate
-  if r == nil then
-    n.rate = 0
-  elseif type(r) ~= "number" or r ~= r or r < 0 or r == math.huge then
-    ferr(d, "rate", "rate must be a number >= 0 (records per second, 0 = unlimited) (got "
-      .. fmtval(r) .. ")")
-    n.rate = 0
-  else
-    n.rate = r
-  end
-end
+-- One field of a source or sink (a field entry of sluice.kinds) into n.
+local FIELD_CHECKS = {
+  string = function(c, d, f) return check_string(c, d, f[1]) end,
+  path = function(c, d, f)
+    local p = check_string(c, d, f[1])
+    return p and join(c.dir, p)
+  end,
+  bool = function(c, d, f) return check_bool(c, d, f[1], f.default) end,
+  int = function(c, d, f) return check_int(c, d, f[1], f.min or 0, f.default) end,
+  listen = function(c, d, f) return check_hostport(c, d, f[1], true) end,
+  connect = function(c, d, f) return check_hostport(c, d, f[1], false) end,
+  enum = function(c, d, f)
+    local v = d.fields[f[1]]
+    for _, ok in ipairs(f.values) do
+      if v == ok then return v end
+    end
+    c.ferr(d, f[1], string.format("%s (got %s)", f.msg, fmtval(v)))
+    return nil
+  end,
+  custom = function(c, d, f, n) return f.check(c, d, n, d.fields[f[1]]) end,
+}
 
--- A redis source's or sink's connect_timeout, as n.connect_timeout_ms.
-local function check_connect_timeout(c, d, n)
-  local ct = d.fields.connect_timeout
-  if ct == nil then return end
-  local num, unit = tostring(ct):match("^(%d+%.?%d*)(%a*)$")
-  local mult = ({ [""] = 1, ms = 1, s = 1000, m = 60000 })[unit or "?"]
-  if not num or not mult or tonumber(num) * mult <= 0 then
-    c.ferr(d, "connect_timeout", 'connect_timeout must be a duration like "5s" (got '
-      .. fmtval(ct) .. ")")
-  else
-    n.connect_timeout_ms = tonumber(num) * mult
+local function check_kind_values(c, d, n, k)
+  for _, f in ipairs(k.fields) do
+    local v
+    if d.fields[f[1]] ~= nil then v = FIELD_CHECKS[f[2]](c, d, f, n) end
+    if v == nil then v = f.default end
+    n[f.to or f[1]] = v
   end
-end
-
--- A redis source or sink: url, and the kind's own fields.
-local function check_redis(c, d, n)
-  local ferr, F = c.ferr, d.fields
-  local url = check_string(c, d, "url")
-  if url and not url:match("^redis://[^/?]+") then
-    ferr(d, "url", 'url must be "redis://[:PASSWORD@]HOST:PORT[/DB]" (got ' .. fmtval(url) .. ")")
-  end
-  n.url = url
-  check_connect_timeout(c, d, n)
-  if d.type == "source" then
-    n.stream = check_string(c, d, "stream")
-    n.group = check_string(c, d, "group")
-    n.consumer = check_string(c, d, "consumer")
-    n.field = check_string(c, d, "field") or "v"
-    local start = F.start
-    if start ~= nil and start ~= "first" and start ~= "last" then
-      ferr(d, "start", 'start must be "first" or "last" (got ' .. fmtval(start) .. ")")
-      start = nil
-    end
-    n.start_at = start or "last"
-  else
-    local cmd = F.command
-    if cmd ~= nil and not REDIS_COMMANDS[cmd] then
-      ferr(d, "command", "command must be xadd, hset, set or publish (got " .. fmtval(cmd) .. ")")
-      cmd = nil
-    end
-    n.command = cmd
-    n.key = check_string(c, d, "key")
-    n.field = check_string(c, d, "field") -- hset: a template, default "{key}"
-    if n.field and cmd ~= "hset" then
-      ferr(d, "field", "field applies to command = \"hset\" only")
-    end
-  end
-end
-
--- The values of a source or sink of a known kind.
-local function check_kind_values(c, d, n, kind)
-  if d.fields.path ~= nil then
-    local p = check_string(c, d, "path")
-    n.path = p and join(c.dir, p)
-  end
-  if d.type == "source" then
-    if kind == "file" then n.follow = check_bool(c, d, "follow", false) end
-    if kind == "file" or kind == "stdin" or kind == "tcp" then
-      n.max_line = check_int(c, d, "max_line", 1, DEFAULT_MAX_LINE)
-    end
-    if kind == "tcp" then n.listen = check_hostport(c, d, "listen", true) end
-    if kind == "generator" then check_generator(c, d, n) end
-  else
-    if kind == "tcp" then n.connect = check_hostport(c, d, "connect", false) end
-  end
-  if kind == "redis" then check_redis(c, d, n) end
+  if k.check then k.check(c, d, n) end
 end
 
 local function check_endpoint(c, d, n)
@@ -440,7 +346,7 @@ local function check_endpoint(c, d, n)
   n.kind = kind
   n.parallelism = 1
   check_kind_fields(c, d, kind)
-  if kind then check_kind_values(c, d, n, kind) end
+  if kind then check_kind_values(c, d, n, kinds.find(d.type, kind)) end
 end
 
 ---------------------------------------------------------------------------

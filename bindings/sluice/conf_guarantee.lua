@@ -6,10 +6,14 @@
 -- sources, committing sinks and a checkpoint block for exactly_once. Left
 -- out, it is the strongest they allow. docs/checkpoints.md tells why.
 
+local kinds = require("sluice.kinds")
+
 local M = {}
 
-local REPLAYABLE = { file = true, generator = true, redis = true }
-local COMMITTING_SINKS = { file = true, redis = true }
+-- kind name -> true, read off the registry (sluice.kinds)
+local REPLAYABLE, COMMITTING_SINKS = {}, {}
+for _, k in ipairs(kinds.sources) do REPLAYABLE[k.name] = k.replayable end
+for _, k in ipairs(kinds.sinks) do COMMITTING_SINKS[k.name] = k.committing end
 
 -- Needs c.graph_nodes (conf_graph), c.P, c.pipeline_decl and
 -- c.checkpoint_given (conf_check). Sets c.guarantee and c.reason.

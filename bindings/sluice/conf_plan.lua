@@ -6,30 +6,22 @@
 -- over the workers; a forward operator with its upstream's instance), the
 -- channels between instances on different threads (or direct calls between
 -- operators on the same one) and the dead-letter channels. The layout is the
--- "Plan" section of docs/architecture.md. M.build's steps: redis_defaults,
+-- "Plan" section of docs/architecture.md. M.build's steps: kind_defaults,
 -- plan_nodes, plan_instances, plan_channels. M.describe is a plan as a few
 -- lines of text (logged when a pipeline starts).
 
+local kinds = require("sluice.kinds")
+
 local M = {}
 
--- Redis defaults that depend on the pipeline's name: the consumer group
--- is the pipeline's, and a consumer's name is stable across restarts (its
--- pending entries are re-read after a restore).
-local function redis_defaults(c)
+-- What a kind adds to its nodes once the pipeline's name is known (the
+-- redis source's group and consumer: sluice.kinds).
+local function kind_defaults(c)
   local P, opts = c.P, c.opts
   for _, d in ipairs(c.decls) do
     local n = d.node
-    if n and n.kind == "redis" then
-      n.pipeline = P.name
-      if d.type == "source" then
-        n.group = n.group or P.name
-        -- several processes sharing a group need distinct consumers: the
-        -- host's name (a container's) makes the default one per process,
-        -- and stays the same when the process restarts there
-        n.consumer = n.consumer or (P.name .. "-" .. n.name
-          .. (opts.hostname and ("@" .. opts.hostname) or ""))
-      end
-    end
+    local k = n and n.kind and kinds.find(d.type, n.kind)
+    if k and k.plan then k.plan(n, P, opts) end
   end
 end
 
@@ -46,19 +38,16 @@ local function plan_node(n, id, gid, id_of)
     node.inputs[#node.inputs + 1] = { node = id_of[u],
       grouping = n.type == "operator" and n.grouping or "shuffle" }
   end
-  if n.type == "source" then
-    node.path, node.follow, node.listen, node.max_line = n.path, n.follow, n.listen, n.max_line
-    node.count, node.rate = n.count, n.rate
-    node.url, node.stream, node.group, node.consumer = n.url, n.stream, n.group, n.consumer
-    node.start_at, node.field, node.pipeline = n.start_at, n.field, n.pipeline
-    node.connect_timeout_ms = n.connect_timeout_ms
-  elseif n.type == "sink" then
-    node.path, node.connect = n.path, n.connect
-    node.url, node.command, node.key, node.pipeline = n.url, n.command, n.key, n.pipeline
-    node.field = n.field
-    node.connect_timeout_ms = n.connect_timeout_ms
+  if n.type == "source" or n.type == "sink" then
+    -- the kind's fields, as checked (plan.c hands them to C as settings)
+    for _, f in ipairs(kinds.find(n.type, n.kind).fields) do
+      local to = f.to or f[1]
+      node[to] = n[to]
+    end
+  end
+  if n.type == "sink" then
     node.dead_from = {}
-  else
+  elseif n.type == "operator" then
     node.script, node.chunkname, node.params = n.script, n.chunkname, n.params
     node.grouping = n.grouping
     node.on_error, node.jit, node.allow = n.on_error, n.jit, n.allow
@@ -203,7 +192,7 @@ end
 -- c.guarantee, c.reason, c.opts and the conf's paths. Returns the plan.
 function M.build(c)
   local opts, P = c.opts, c.P
-  redis_defaults(c)
+  kind_defaults(c)
   local workers = opts.workers or P.workers or opts.cores or 1
   local plan = {
     file = c.abs, dir = c.dir, conf_arg = c.path,

@@ -63,8 +63,7 @@ static size_t get_u(const uint8_t *p, uint32_t *v) {
 
 static void check_bad(const uint8_t *p, size_t n);
 static void check_bad_line(const uint8_t *p, size_t n);
-static void expect_line(const uint8_t *p, const uint8_t *end,
-                        const char *want);
+static void expect_line(const uint8_t *p, const uint8_t *end, const char *want);
 
 /* ---- writer vs buffer.encode --------------------------------------------- */
 
@@ -346,8 +345,12 @@ static void test_writer_fields(void) {
   /* the C reader and sl_codec_line: JSON with sorted keys, the same text
    * as for LuaJIT's own encoding of the table */
   static const char *const want[NREC] = {
-      "{\"name\":\"hello world\",\"v\":\"1\"}", "{}",
-      "{\"f\":\"2\",\"g\":\"x\"}", NULL, "{\"a\":\"b\"}", "plain"};
+      "{\"name\":\"hello world\",\"v\":\"1\"}",
+      "{}",
+      "{\"f\":\"2\",\"g\":\"x\"}",
+      NULL,
+      "{\"a\":\"b\"}",
+      "plain"};
   sl_codec_reader_t r;
   sl_codec_record_t rec;
   CHECK_EQ_INT(sl_codec_reader_init(&r, w.buf.data, w.buf.len), 0);

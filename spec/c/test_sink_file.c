@@ -288,7 +288,7 @@ int main(void) {
   snprintf(spath, sizeof spath, "%s.staging", path);
   cfg.name = "out";
   cfg.kind = "file";
-  cfg.path = path;
+  sl_cfg_set_str(&cfg, "path", path);
   uv_loop_init(&loop);
   test_commit();
   test_crash_before_commit();

@@ -189,8 +189,8 @@ static void test_at_least_once(void) {
   sl_sink_t k;
   snprintf(key, sizeof key, "%s:counts", pipe_name);
   cfg.exactly_once = 0;
-  cfg.command = "hset";
-  cfg.key = key;
+  sl_cfg_set_str(&cfg, "command", "hset");
+  sl_cfg_set_str(&cfg, "key", key);
   sink_start(&k);
   sl_buf_t recs;
   sl_buf_init(&recs);
@@ -217,8 +217,8 @@ static void test_at_least_once(void) {
   /* xadd: v, and k when there is a key; set with {key}; publish */
   char skey[128];
   snprintf(skey, sizeof skey, "%s:stream", pipe_name);
-  cfg.command = "xadd";
-  cfg.key = skey;
+  sl_cfg_set_str(&cfg, "command", "xadd");
+  sl_cfg_set_str(&cfg, "key", skey);
   sink_start(&k);
   sink_write(&k, "a=1|nokey");
   sink_finish_close(&k, 1);
@@ -235,7 +235,8 @@ static void test_at_least_once(void) {
   freeReplyObject(r);
 
   snprintf(skey, sizeof skey, "%s:set:{key}", pipe_name);
-  cfg.command = "set";
+  sl_cfg_set_str(&cfg, "key", skey); /* the setting is a copy */
+  sl_cfg_set_str(&cfg, "command", "set");
   sink_start(&k);
   sink_write(&k, "x=1|y=2|x=3");
   sink_finish_close(&k, 1);
@@ -245,7 +246,8 @@ static void test_at_least_once(void) {
   CHECK_EQ_STR(get_str(skey), "2");
 
   snprintf(skey, sizeof skey, "%s:chan", pipe_name);
-  cfg.command = "publish";
+  sl_cfg_set_str(&cfg, "key", skey); /* the setting is a copy */
+  sl_cfg_set_str(&cfg, "command", "publish");
   sink_start(&k);
   sink_write(&k, "x=hello");
   sink_finish_close(&k, 1);
@@ -253,7 +255,8 @@ static void test_at_least_once(void) {
 
   /* an error reply is counted, not fatal: HSET on a string key */
   snprintf(skey, sizeof skey, "%s:set:x", pipe_name);
-  cfg.command = "hset";
+  sl_cfg_set_str(&cfg, "key", skey); /* the setting is a copy */
+  sl_cfg_set_str(&cfg, "command", "hset");
   sink_start(&k);
   sink_write(&k, "f=1");
   sink_finish_close(&k, 1);
@@ -271,8 +274,8 @@ static void test_exactly_once_hset(void) {
   snprintf(marker, sizeof marker, "sluice:%s:out:marker", pipe_name);
   snprintf(lists, sizeof lists, "sluice:%s:out:lists", pipe_name);
   snprintf(staged, sizeof staged, "sluice:%s:out:staged:*", pipe_name);
-  cfg.command = "hset";
-  cfg.key = key;
+  sl_cfg_set_str(&cfg, "command", "hset");
+  sl_cfg_set_str(&cfg, "key", key);
 
   restore(&k, NULL);
   sink_start(&k);
@@ -335,8 +338,8 @@ static void test_exactly_once_xadd(void) {
   snprintf(key, sizeof key, "%s:log", pipe_name);
   snprintf(marker, sizeof marker, "sluice:%s:log:marker", pipe_name);
   snprintf(staged, sizeof staged, "sluice:%s:log:staged:*", pipe_name);
-  cfg.command = "xadd";
-  cfg.key = key;
+  sl_cfg_set_str(&cfg, "command", "xadd");
+  sl_cfg_set_str(&cfg, "key", key);
 
   restore(&k, NULL);
   sink_start(&k);
@@ -475,10 +478,10 @@ static void test_restart_at_least_once(void) {
   char own_url[64];
   sl_sink_t k;
   snprintf(own_url, sizeof own_url, "redis://127.0.0.1:%d", own_port);
-  cfg.url = own_url;
+  sl_cfg_set_str(&cfg, "url", own_url);
   cfg.exactly_once = 0;
-  cfg.command = "hset";
-  cfg.key = "h";
+  sl_cfg_set_str(&cfg, "command", "hset");
+  sl_cfg_set_str(&cfg, "key", "h");
   cfg.name = "out";
   sink_start(&k);
   sink_write(&k, "a=1|b=2");
@@ -504,9 +507,9 @@ static void test_restart_exactly_once(void) {
   sl_buf_t s1;
   sl_buf_init(&s1);
   snprintf(own_url, sizeof own_url, "redis://127.0.0.1:%d", own_port);
-  cfg.url = own_url;
-  cfg.command = "xadd";
-  cfg.key = "s";
+  sl_cfg_set_str(&cfg, "url", own_url);
+  sl_cfg_set_str(&cfg, "command", "xadd");
+  sl_cfg_set_str(&cfg, "key", "s");
   cfg.name = "eo";
   own_start(1);
   restore(&k, NULL);
@@ -541,8 +544,8 @@ int main(void) {
   snprintf(pipe_name, sizeof pipe_name, "t%d", (int)getpid());
   cfg.name = "out";
   cfg.kind = "redis";
-  cfg.url = url;
-  cfg.pipeline = pipe_name;
+  sl_cfg_set_str(&cfg, "url", url);
+  sl_cfg_set_str(&cfg, "pipeline", pipe_name);
 
   uv_loop_init(&loop);
   uv_async_init(&loop, &fake_core.wake, NULL);

@@ -12,8 +12,8 @@
  *
  * Covers: 1000+ entries read in order with their times; an entry without
  * the field rejected; field = "*" (or NULL) emits whole entries as field
- * tables (sl_source_emit_fields); pause holds the next read and resume sends it;
- * position, and committed XACKs (XPENDING drops, over more than one
+ * tables (sl_source_emit_fields); pause holds the next read and resume sends
+ * it; position, and committed XACKs (XPENDING drops, over more than one
  * XPENDING round of 1000); seek_position re-reads the pending entries after
  * the position and acknowledges those up to it; a restart without a
  * position re-reads every pending entry; start = "first" vs "last"; a
@@ -203,15 +203,17 @@ static void on_closed(sl_source_t *s) {
 
 static void src_init(sl_source_t *s, sl_node_cfg_t *cfg, const char *stream,
                      const char *start) {
+  sl_cfg_free(cfg); /* cfg: static, so what it holds stays reachable */
   memset(cfg, 0, sizeof *cfg);
   cfg->name = "rs";
   cfg->kind = "redis";
-  cfg->url = url;
-  cfg->stream = stream;
-  cfg->group = "g";
-  cfg->consumer = "c1";
-  cfg->start_at = start;
-  cfg->field = "v";
+  sl_cfg_set_str(cfg, "url", url);
+  sl_cfg_set_str(cfg, "stream", stream);
+  sl_cfg_set_str(cfg, "group", "g");
+  sl_cfg_set_str(cfg, "consumer", "c1");
+  if (start)
+    sl_cfg_set_str(cfg, "start_at", start);
+  sl_cfg_set_str(cfg, "field", "v");
   memset(s, 0, sizeof *s);
   s->vt = &sl_source_redis_vt;
   s->cfg = cfg;
@@ -319,7 +321,7 @@ static void redis_stop(pid_t pid) {
  * position; committed over two XPENDING rounds. */
 static void test_read_commit(void) {
   char k[64], ids[1000][48], pos[48];
-  sl_node_cfg_t cfg;
+  static sl_node_cfg_t cfg;
   sl_source_t s;
   key(k, sizeof k, "read");
   reset();
@@ -383,7 +385,7 @@ static void test_whole_entry(void) {
   static const char *const fields[] = {"*", NULL};
   for (int f = 0; f < 2; f++) {
     char k[64], big[40 * 16], id0[48];
-    sl_node_cfg_t cfg;
+    static sl_node_cfg_t cfg;
     sl_source_t s;
     key(k, sizeof k, f ? "whole-null" : "whole-star");
     reset();
@@ -408,7 +410,8 @@ static void test_whole_entry(void) {
     CHECK(r && r->type == REDIS_REPLY_STRING);
     freeReplyObject(r);
     src_init(&s, &cfg, k, "first");
-    cfg.field = fields[f];
+    /* NULL: no field setting, which means the whole entry, as "*" */
+    sl_cfg_set_str(&cfg, "field", fields[f] ? fields[f] : "*");
     CHECK_EQ_INT(s.vt->start(&s), 0);
     want = 4;
     CHECK(run_until(got_want, 5000));
@@ -429,7 +432,7 @@ static void test_whole_entry(void) {
 /* Pause holds the next XREADGROUP; resume sends it. */
 static void test_pause(void) {
   char k[64];
-  sl_node_cfg_t cfg;
+  static sl_node_cfg_t cfg;
   sl_source_t s;
   key(k, sizeof k, "pause");
   reset();
@@ -459,7 +462,7 @@ static void test_pause(void) {
  * position re-reads all of its pending entries. */
 static void test_seek(void) {
   char k[64], ids[100][48];
-  sl_node_cfg_t cfg;
+  static sl_node_cfg_t cfg;
   sl_source_t s;
   key(k, sizeof k, "seek");
   reset();
@@ -513,7 +516,7 @@ static void test_seek(void) {
 /* start = "first" reads a stream's existing entries, "last" only new ones. */
 static void test_start(void) {
   char k1[64], k2[64];
-  sl_node_cfg_t cfg;
+  static sl_node_cfg_t cfg;
   sl_source_t s;
   key(k1, sizeof k1, "first");
   key(k2, sizeof k2, "last");
@@ -592,7 +595,7 @@ static void kill_source_client(void) {
  * emitted twice. */
 static void test_reconnect(void) {
   char k[64];
-  sl_node_cfg_t cfg;
+  static sl_node_cfg_t cfg;
   sl_source_t s;
   key(k, sizeof k, "kill");
   reset();
@@ -618,7 +621,7 @@ static void test_reconnect(void) {
 
 /* Redis down at start: retried until it comes up; down for good: fail. */
 static void test_unreachable(void) {
-  sl_node_cfg_t cfg;
+  static sl_node_cfg_t cfg;
   sl_source_t s;
   char saved[64], k[64];
   snprintf(saved, sizeof saved, "%s", url);

@@ -128,9 +128,9 @@ static char *make_file(const char *dir, const char *name, const char *text,
 }
 
 static void test_file_small(const char *dir) {
-  sl_node_cfg_t cfg = {.name = "in", .kind = "file"};
+  static sl_node_cfg_t cfg = {.name = "in", .kind = "file"};
   sl_source_t s;
-  cfg.path = make_file(dir, "small.txt", "aa\nbbb\ncc", 9);
+  sl_cfg_set_str(&cfg, "path", make_file(dir, "small.txt", "aa\nbbb\ncc", 9));
   src_init(&s, &sl_source_file_vt, &cfg);
   reset_out();
   CHECK_EQ_INT(s.vt->seek(&s, 3), 0);
@@ -172,8 +172,8 @@ static void test_file_chunks(const char *dir) {
                           nlines);
     nlines++;
   }
-  sl_node_cfg_t cfg = {.name = "in", .kind = "file"};
-  cfg.path = make_file(dir, "big.txt", text, n);
+  static sl_node_cfg_t cfg = {.name = "in", .kind = "file"};
+  sl_cfg_set_str(&cfg, "path", make_file(dir, "big.txt", text, n));
   sl_source_t s;
   src_init(&s, &sl_source_file_vt, &cfg);
   reset_out();
@@ -211,7 +211,8 @@ static void test_file_chunks(const char *dir) {
 /* ---- the generator ---- */
 
 static void test_generator(void) {
-  sl_node_cfg_t cfg = {.name = "gen", .kind = "generator", .count = 10};
+  static sl_node_cfg_t cfg = {.name = "gen", .kind = "generator"};
+  sl_cfg_set_num(&cfg, "count", 10);
   sl_source_t s;
   src_init(&s, &sl_source_generator_vt, &cfg);
   reset_out();

@@ -114,6 +114,23 @@ sink "b" { kind = "file", path = "out.txt", from = "op" }
 ]],
   },
   {
+    name = "exactly_once into a null sink (it does not commit)",
+    line = 1, match = "sink 'b' (null) does not commit",
+    conf = [[
+pipeline "p" { guarantee = "exactly_once", checkpoint = { every = "1s" } }
+source "a" { kind = "generator", count = 3 }
+sink "b" { kind = "null", from = "a" }
+]],
+  },
+  {
+    name = "a null sink takes no path",
+    line = 2, match = "field 'path' does not apply to kind 'null'",
+    conf = [[
+source "a" { kind = "generator", count = 3 }
+sink "b" { kind = "null", from = "a", path = "x" }
+]],
+  },
+  {
     name = "bad on_error value",
     line = 3, match = "on_error",
     conf = [[

@@ -95,6 +95,17 @@ describe("e2e lifecycle", function()
     assert.are.equal(1, code)
   end)
 
+  it("a null sink takes every record and writes nothing", function()
+    local code, out, stderr = proc.run_sluice(conf([[
+source   "gen"  { kind = "generator", count = 20000 }
+operator "echo" { script = "pass.lua", from = "gen", parallelism = 2 }
+sink     "none" { kind = "null", from = "echo" }
+]]), { "--workers", "2" }, 60)
+    assert.are.equal(0, code, "exit code; stderr:\n" .. proc.tail(stderr))
+    assert.are.equal("", out)
+    assert.truthy(stderr:find("sink 'none': 20000 written, 0 errors", 1, true), stderr)
+  end)
+
   it("generator count=10000 -> file: exits 0 with lines 1..10000", function()
     local code, _, stderr = proc.run_sluice(conf([[
 source "gen" { kind = "generator", count = 10000 }

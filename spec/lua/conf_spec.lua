@@ -30,7 +30,7 @@ local BAD = {
   bad_field_for_other_kind = { "1: source 'a': field 'path' does not apply to kind 'stdin'" },
   bad_unknown_kind = {
     "1: source 'a': unknown source kind \"kafka\" (file, stdin, tcp, generator, redis)",
-    "3: sink 'b': unknown sink kind \"s3\" (stdout, file, tcp, redis)",
+    "3: sink 'b': unknown sink kind \"s3\" (stdout, file, tcp, redis, null)",
   },
   bad_redis_kind = {
     "1: source 'a': missing required field 'stream'",
