@@ -6,6 +6,8 @@
 #   make bench-checkpoint   what checkpoints cost (W2 exactly_once vs none, 1M keys)
 #   make bench-redis  W2 from a Redis Stream into a hash vs file -> file; 1M-key
 #                     checkpoint to redis:// vs file:// (starts its own redis-server)
+#   make fuzz         build spec/fuzz/*.c with clang + libFuzzer into build-fuzz/
+#                     and run each for FUZZ_TIME seconds (default 60)
 #   make docker-test  build docker/Dockerfile with podman and run it (root; slow:
 #                     not part of `make test`; see docker/test.sh)
 BUILD ?= build
@@ -18,12 +20,12 @@ else
 endif
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps build run test bench bench-checkpoint bench-redis docker-test clean format
+.PHONY: all deps build run test bench bench-checkpoint bench-redis fuzz docker-test clean format
 
 all: build
 
 deps:
-	@scripts/deps.sh
+	@tools/deps.sh
 
 $(BUILD)/CMakeCache.txt:
 	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
@@ -47,6 +49,12 @@ bench-checkpoint: build
 bench-redis: build
 	luajit bench/redis.lua $(BUILD)/sluice
 
+FUZZ_TIME ?= 60
+fuzz: deps
+	cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DSLUICE_FUZZ=ON -DSLUICE_SANITIZE=OFF -DCMAKE_BUILD_TYPE=Debug
+	cmake --build build-fuzz -j $(JOBS) --target fuzz_codec
+	build-fuzz/fuzz_codec -max_total_time=$(FUZZ_TIME)
+
 docker-test:
 	docker/test.sh
 
@@ -54,4 +62,4 @@ format:
 	clang-format -i server/*.c server/*.h bindings/*.c spec/c/*.c bench/*.c 2>/dev/null || true
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz

@@ -1,11 +1,9 @@
 /* fuzz_codec.c - libFuzzer target for the record codec's reader side.
  *
- * Run it (about a minute; add a corpus directory to keep findings):
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined \
- *     -fno-sanitize-recover=undefined -Iserver \
- *     spec/fuzz/fuzz_codec.c server/codec.c -o /tmp/fuzz_codec
- *   /tmp/fuzz_codec -max_total_time=60
- * (needs clang and its runtime: apt-get install -y clang libclang-rt-14-dev)
+ * Run it: `make fuzz` (FUZZ_TIME=60 seconds by default) builds it with
+ * clang into build-fuzz/ (CMake option SLUICE_FUZZ) and runs it; add a
+ * corpus directory to the command to keep findings. Needs clang and its
+ * runtime (apt-get install -y clang libclang-rt-14-dev).
  *
  * Each input is read as a batch (sl_codec_reader_init/next), every record's
  * value and key go through sl_codec_line, and the whole input is also fed to
